@@ -1,0 +1,2 @@
+// @topiary/cofi: placeholder until its issue lands.
+export {};

@@ -1,0 +1,2 @@
+// @topiary/contrastive: placeholder until its issue lands.
+export {};

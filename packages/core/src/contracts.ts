@@ -1,0 +1,146 @@
+import type { tf, Scalar, Tensor } from './tf.js';
+import type { Batch, BertModel, ForwardOutput, StructuredMasks } from './model/bert.js';
+import type { MaskSet } from './pruning/masks.js';
+import type { RunControl } from './events.js';
+import type { Dataset } from './data/dataset.js';
+
+/**
+ * What can be pruned, and at which granularity. A criterion scores the elements of a group; a
+ * scheduler decides how many to drop when; masks and compaction remove them.
+ */
+export type GroupKind = 'weight' | 'head' | 'neuron' | 'hidden' | 'attention-block' | 'ffn-block' | 'layer';
+
+export interface PrunableGroup {
+  kind: GroupKind;
+  /** Layer index for head, neuron, attention-block, ffn-block groups. */
+  layer?: number;
+  /** Parameter name for weight groups (Hugging Face name, stored `[in, out]` layout). */
+  param?: string;
+  /** Number of elements scored. */
+  size: number;
+}
+
+/** Stable key of a group: `head:3`, `neuron:0`, `weight:bert.encoder.layer.0.attention.self.query.weight`. */
+export function groupKey(g: Pick<PrunableGroup, 'kind' | 'layer' | 'param'>): string {
+  return g.param !== undefined ? `${g.kind}:${g.param}` : g.layer !== undefined ? `${g.kind}:${g.layer}` : g.kind;
+}
+
+/** Importance per group element (higher = more important), keyed by `groupKey`. */
+export type Scores = Map<string, Float32Array>;
+
+/** What a criterion sees. */
+export interface CriterionContext {
+  model: BertModel;
+  masks: MaskSet;
+  /** Batches to score on (first-order criteria draw gradients from them). */
+  batches: () => Iterable<Batch>;
+  /** The loss to differentiate: task cross-entropy unless a distillation loss is configured. */
+  loss?: (out: ForwardOutput, batch: Batch) => Scalar;
+  teacher?: BertModel;
+  control?: RunControl;
+}
+
+/**
+ * "What is important." Stateless criteria only implement `score`; criteria that accumulate over
+ * training (movement) also observe steps and gradients.
+ */
+export interface ImportanceCriterion {
+  readonly id: string;
+  /** Group kinds this criterion can score. */
+  readonly kinds: readonly GroupKind[];
+  onStepStart?(step: number, ctx: CriterionContext): void;
+  /** Called with the gradients of the step's loss w.r.t. the named parameters. */
+  onGradients?(grads: Record<string, Tensor>, ctx: CriterionContext): void;
+  score(groups: PrunableGroup[], ctx: CriterionContext): Promise<Scores>;
+  dispose?(): void;
+}
+
+/** One pruning level of a schedule: reach `sparsity`, then train `steps`. */
+export interface ScheduleLevel {
+  /** Target sparsity of the pruned groups after this level, 0..1. */
+  sparsity: number;
+  /** Steps of training (fine-tuning) after pruning to this level. */
+  steps: number;
+}
+
+/** "How much and when." */
+export interface MaskScheduler {
+  readonly id: string;
+  /** Discrete levels (one-shot: one; iterative: several). */
+  levels(totalSteps: number): ScheduleLevel[];
+  /** Continuous schedules (cubic, Lagrangian warm-up): the target at `step`. */
+  sparsityAt?(step: number, totalSteps: number): number;
+}
+
+export interface LossInput {
+  student: ForwardOutput;
+  teacher?: ForwardOutput;
+  batch: Batch;
+  /** Labels as a tensor, when the batch has them. */
+  labels?: Tensor;
+  step: number;
+}
+
+/** A loss term from student outputs, teacher outputs and the loss's own state (KD, layerwise, contrastive). */
+export interface DistillationLoss {
+  readonly id: string;
+  /** Which teacher outputs it needs (hidden states cost memory). */
+  readonly needs?: { teacher?: boolean; hiddenStates?: boolean };
+  /** Named terms; the engine sums them (each already weighted). */
+  compute(input: LossInput): Record<string, Scalar>;
+  /** Hooks for losses with state across levels (contrastive snapshots). */
+  onLevelEnd?(ctx: PruneContext, level: number): Promise<void>;
+  onRunStart?(ctx: PruneContext): Promise<void>;
+  dispose?(): void;
+}
+
+export interface PruneContext {
+  model: BertModel;
+  masks: MaskSet;
+  teacher?: BertModel;
+  /** The pre-trained (MLM) model, for losses that need it. */
+  pretrained?: BertModel;
+  train: Dataset;
+  dev: Dataset;
+  control: RunControl;
+  /** Resolves other plugins by id (criteria, schedulers, losses). */
+  resolve: ResolvePlugin;
+  options: Record<string, unknown>;
+  seed: number;
+  /** Training budget and optimizer settings from the run config. */
+  training: TrainingOptions;
+}
+
+export interface TrainingOptions {
+  batchSize: number;
+  learningRate: number;
+  epochs?: number;
+  maxSteps?: number;
+  warmupRatio: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  maxLength: number;
+  evalEvery?: number;
+}
+
+export interface PruneResult {
+  model: BertModel;
+  masks: MaskSet;
+  /** Extra report fields (levels, reached sparsity...). */
+  report?: Record<string, unknown>;
+}
+
+/** "A complete procedure": owns training-time mask learning where the method needs it. */
+export interface Pruner {
+  readonly id: string;
+  run(ctx: PruneContext): Promise<PruneResult>;
+}
+
+export interface ResolvePlugin {
+  criterion(id: string, options?: Record<string, unknown>): ImportanceCriterion;
+  scheduler(id: string, options?: Record<string, unknown>): MaskScheduler;
+  loss(id: string, options?: Record<string, unknown>): DistillationLoss;
+  pruner(id: string, options?: Record<string, unknown>): Pruner;
+}
+
+export type { StructuredMasks, tf };

@@ -1,0 +1,59 @@
+/**
+ * @topiary/core: the BERT encoder with maskable structures, Hugging Face checkpoint and tokenizer I/O,
+ * datasets, the training/pruning engine, the contracts plugins implement, the plugin container and
+ * the run event stream.
+ */
+import 'reflect-metadata';
+
+export { tf } from './tf.js';
+export type { Tensor, Scalar, Tensor1D, Tensor2D, Tensor3D, Variable } from './tf.js';
+
+export { BACKEND_NAMES, BackendError, activeBackend, isBackendInstalled, onBackendActivated, useBackend } from './backend/backend.js';
+export type { BackendInfo, BackendName } from './backend/backend.js';
+
+export { ConfigError, parseBertConfig, serializeBertConfig } from './model/config.js';
+export type { BertConfig } from './model/config.js';
+export { BertModel, clsOf, encoderLinearNames, isLinearWeight, layerParamNames } from './model/bert.js';
+export type { Batch, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from './model/bert.js';
+export { Rng, expectShape, gelu, layerNorm, linear } from './model/ops.js';
+
+export { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
+export type { NamedTensor } from './io/safetensors.js';
+export { loadBert, readConfig, saveBert, exportTensors, TOKENIZER_FILES } from './io/checkpoint.js';
+export type { LoadOptions } from './io/checkpoint.js';
+export { loadTokenizer, WordPieceTokenizer } from './io/tokenizer.js';
+export type { Encoded, TextTokenizer } from './io/tokenizer.js';
+export { writeDirAtomic, writeFileAtomic } from './io/atomic.js';
+
+export { DataError, Dataset, loadDataset, makeBatch, readExamples, readLabels } from './data/dataset.js';
+export type { EncodedExample, LoadDataOptions, ReadOptions, TextExample } from './data/dataset.js';
+
+export { MaskSet, bindMasks, sparsityOf } from './pruning/masks.js';
+
+export { groupKey } from './contracts.js';
+export type {
+  CriterionContext,
+  DistillationLoss,
+  GroupKind,
+  ImportanceCriterion,
+  LossInput,
+  MaskScheduler,
+  PrunableGroup,
+  PruneContext,
+  PruneResult,
+  Pruner,
+  ResolvePlugin,
+  ScheduleLevel,
+  Scores,
+  TrainingOptions,
+} from './contracts.js';
+
+export { createRun, RunAborted } from './events.js';
+export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, SparsityReport } from './events.js';
+
+export { PluginError, componentDefinitions, pluginOf, provide, registerPlugins } from './plugins/plugin.js';
+export type { PluginFactory, TopiaryPlugin } from './plugins/plugin.js';
+export { PluginRegistry, createRunContainer } from './plugins/registry.js';
+export type { ComponentListing } from './plugins/registry.js';
+export { COMPONENT_KINDS, TOKENS } from './plugins/tokens.js';
+export type { ComponentDefinition, ComponentInstance, ComponentKind } from './plugins/tokens.js';

@@ -1,0 +1,136 @@
+import { promises as fs, existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { tf, type Tensor } from '../tf.js';
+import { BertModel, isLinearWeight } from '../model/bert.js';
+import { ConfigError, parseBertConfig, serializeBertConfig, type BertConfig } from '../model/config.js';
+import { Rng } from '../model/ops.js';
+import { readSafetensors, type NamedTensor } from './safetensors.js';
+import { writeDirAtomic, writeFileAtomic } from './atomic.js';
+import { serializeSafetensors } from './safetensors.js';
+
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'vocab.txt', 'special_tokens_map.json'];
+
+export interface LoadOptions {
+  /**
+   * Labels for a classification head. A checkpoint without a head (MLM-pretrained) gets a fresh one
+   * of this size, initialised like Hugging Face (normal(0, 0.02), zero bias); a checkpoint whose head
+   * has other labels is an error.
+   */
+  labels?: string[];
+  /** Seed of the fresh head's initialisation. */
+  seed?: number;
+}
+
+/** Reads `config.json` of a checkpoint folder. */
+export async function readConfig(dir: string): Promise<BertConfig> {
+  const file = path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    throw new ConfigError(`${file}: not found (expected a Hugging Face checkpoint folder)`);
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+  return parseBertConfig(raw, file);
+}
+
+/** Maps checkpoint names onto ours: `BertModel` checkpoints have no `bert.` prefix; old ones say gamma/beta. */
+function canonicalName(name: string): string | undefined {
+  let n = name.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
+  if (n.startsWith('cls.')) return undefined; // MLM head: not used by pruning or classification
+  if (!n.startsWith('bert.') && !n.startsWith('classifier.')) n = `bert.${n}`;
+  return n;
+}
+
+function normal(rng: Rng, n: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(rng.next(), 1e-12);
+    const v = rng.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    out[i] = r * Math.cos(2 * Math.PI * v) * std;
+    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v) * std;
+  }
+  return out;
+}
+
+/** Loads a Hugging Face BERT folder (config.json + model.safetensors) into a `BertModel`. */
+export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<BertModel> {
+  const config = await readConfig(dir);
+  const file = path.join(dir, 'model.safetensors');
+  if (!existsSync(file)) throw new ConfigError(`${file}: not found (only safetensors checkpoints are supported)`);
+  const raw = await readSafetensors(file);
+  const tensors = new Map<string, Tensor>();
+  const rng = new Rng(opts.seed ?? 42);
+  try {
+    for (const [name, t] of raw) {
+      const n = canonicalName(name);
+      if (!n) continue;
+      const hf = tf.tensor(t.data, t.shape, 'float32');
+      // Hugging Face stores linear weights [out, in]; we hold [in, out].
+      tensors.set(n, isLinearWeight(n, t.shape) ? tf.transpose(hf) : hf);
+      if (isLinearWeight(n, t.shape)) hf.dispose();
+    }
+    const H = config.hiddenSize;
+    if (!tensors.has('bert.pooler.dense.weight') && opts.labels) {
+      // MLM checkpoints carry no pooler: a fresh one, as Hugging Face initialises it.
+      tensors.set('bert.pooler.dense.weight', tf.tensor2d(normal(rng, H * H, 0.02), [H, H]));
+      tensors.set('bert.pooler.dense.bias', tf.zeros([H]));
+    }
+    if (opts.labels) {
+      const existing = config.id2label;
+      const hasHead = tensors.has('classifier.weight');
+      if (hasHead && existing.length > 0 && existing.join('\n') !== opts.labels.join('\n')) {
+        throw new ConfigError(
+          `${path.join(dir, 'config.json')}: field 'id2label' has ${existing.length} labels [${existing.slice(0, 3).join(', ')}, ...], ` +
+            `expected the task's ${opts.labels.length} labels [${opts.labels.slice(0, 3).join(', ')}, ...]`,
+        );
+      }
+      if (!hasHead) {
+        const K = opts.labels.length;
+        tensors.set('classifier.weight', tf.tensor2d(normal(rng, H * K, 0.02), [H, K]));
+        tensors.set('classifier.bias', tf.zeros([K]));
+      }
+      config.id2label = [...opts.labels];
+      config.architecture = 'BertForSequenceClassification';
+    }
+    return new BertModel(config, tensors);
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+}
+
+/** The model's parameters in Hugging Face layout (`[out, in]` linear weights), as float32 arrays. */
+export function exportTensors(model: BertModel): Map<string, NamedTensor> {
+  const out = new Map<string, NamedTensor>();
+  for (const [name, v] of model.params) {
+    const data = tf.tidy(() => (isLinearWeight(name, v.shape) ? tf.transpose(v) : v.clone()));
+    out.set(name, { shape: data.shape, data: data.dataSync() as Float32Array });
+    data.dispose();
+  }
+  return out;
+}
+
+/**
+ * Writes the model as a Hugging Face-style folder: config.json, model.safetensors and the tokenizer
+ * files copied from `tokenizerFrom`. The folder is filled under a temporary name and renamed.
+ */
+export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string> } = {}): Promise<void> {
+  await writeDirAtomic(dir, async (tmp) => {
+    await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(serializeBertConfig(model.config), null, 2)}\n`);
+    const chunks = serializeSafetensors(exportTensors(model));
+    await writeFileAtomic(path.join(tmp, 'model.safetensors'), chunks);
+    if (opts.tokenizerFrom) {
+      for (const f of TOKENIZER_FILES) {
+        const src = path.join(opts.tokenizerFrom, f);
+        if (existsSync(src)) await fs.copyFile(src, path.join(tmp, f));
+      }
+    }
+    for (const [f, text] of Object.entries(opts.extra ?? {})) await fs.writeFile(path.join(tmp, f), text);
+  });
+}

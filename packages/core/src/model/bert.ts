@@ -1,0 +1,290 @@
+import { tf, type Tensor, type Tensor1D, type Tensor2D, type Tensor3D } from '../tf.js';
+import type { BertConfig } from './config.js';
+import { expectShape, gelu, layerNorm, linear, Rng } from './ops.js';
+
+/**
+ * A tokenized batch, padded to its longest sequence. Plain arrays (row-major `[batchSize, seqLen]`), so
+ * building batches never allocates tensors; `toTensors` does that inside the step's `tf.tidy`.
+ */
+export interface Batch {
+  inputIds: Int32Array;
+  attentionMask: Int32Array;
+  tokenTypeIds: Int32Array;
+  batchSize: number;
+  seqLen: number;
+  /** Class ids, when the examples are labelled. */
+  labels?: Int32Array;
+  /** Index of each example in its dataset (representation banks are indexed by it). */
+  exampleIds?: number[];
+}
+
+/**
+ * Multiplicative masks over the model's structures (1 = keep), with the semantics of
+ * `shared/goldens/README.md`: `headMask[l]` scales each head's context vector, `neuronMask[l]` the FFN
+ * activations after GELU, `mhaMask[l]` / `ffnMask[l]` the attention / FFN block output before the
+ * residual add, `hiddenMask` the embedding output and every block output, with LayerNorm over the kept
+ * dimensions. Values may be fractional and may carry gradients.
+ */
+export interface StructuredMasks {
+  headMask?: Tensor[];
+  neuronMask?: Tensor[];
+  hiddenMask?: Tensor;
+  mhaMask?: Tensor;
+  ffnMask?: Tensor;
+}
+
+/** Per-weight masks keyed by parameter name, in the stored `[in, out]` layout of linear weights. */
+export type WeightMasks = Record<string, Tensor>;
+
+export interface ForwardOptions {
+  masks?: StructuredMasks;
+  weightMasks?: WeightMasks;
+  /** Training mode: dropout on. */
+  training?: boolean;
+  /** Source of dropout seeds in training mode. */
+  rng?: Rng;
+  /** Return the embedding output and every layer's output. */
+  outputHiddenStates?: boolean;
+}
+
+export interface ForwardOutput {
+  /** `[batch, labels]` when the model has a classification head. */
+  logits?: Tensor2D;
+  /** tanh(dense([CLS])) when the model has a pooler. */
+  pooled?: Tensor2D;
+  /** Last layer output `[batch, seq, hidden]`. */
+  sequenceOutput: Tensor3D;
+  /** Embedding output then each layer's output, when asked. */
+  hiddenStates?: Tensor3D[];
+}
+
+const P = 'bert.';
+/** Hugging Face names of one layer's parameters. */
+export function layerParamNames(l: number) {
+  const p = `${P}encoder.layer.${l}.`;
+  return {
+    query: `${p}attention.self.query`,
+    key: `${p}attention.self.key`,
+    value: `${p}attention.self.value`,
+    attnOut: `${p}attention.output.dense`,
+    attnLn: `${p}attention.output.LayerNorm`,
+    inter: `${p}intermediate.dense`,
+    out: `${p}output.dense`,
+    outLn: `${p}output.LayerNorm`,
+  };
+}
+
+/** Linear layers whose weights count as "encoder" parameters (attention + FFN), as CoFi and CAP count. */
+export function encoderLinearNames(config: BertConfig): string[] {
+  const names: string[] = [];
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    const n = layerParamNames(l);
+    names.push(n.query, n.key, n.value, n.attnOut, n.inter, n.out);
+  }
+  return names;
+}
+
+/** True for parameters stored as `[in, out]` kernels (Hugging Face stores them `[out, in]`). */
+export function isLinearWeight(name: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && name.endsWith('.weight') && !name.includes('embeddings.');
+}
+
+/**
+ * BERT in tfjs: `BertModel` plus an optional pooler and sequence-classification head. Parameters are
+ * `tf.Variable`s keyed by Hugging Face tensor names (`bert.encoder.layer.0.attention.self.query.weight`);
+ * linear weights are held transposed, `[in, out]`, so the forward pass multiplies without transposes.
+ */
+export class BertModel {
+  readonly params = new Map<string, tf.Variable>();
+
+  constructor(
+    public config: BertConfig,
+    params: Map<string, Tensor>,
+  ) {
+    for (const [name, t] of params) this.params.set(name, t instanceof tf.Variable ? t : tf.variable(t, true, `${name}_${variableSerial++}`));
+    this.checkShapes();
+  }
+
+  get hasClassifier(): boolean {
+    return this.params.has('classifier.weight');
+  }
+  get hasPooler(): boolean {
+    return this.params.has(`${P}pooler.dense.weight`);
+  }
+  get numLabels(): number {
+    return this.params.get('classifier.weight')?.shape[1] ?? 0;
+  }
+
+  /** The parameter `name`, or an error naming it and what is present. */
+  param(name: string): tf.Variable {
+    const p = this.params.get(name);
+    if (!p) throw new Error(`model has no parameter '${name}'`);
+    return p;
+  }
+
+  private checkShapes(): void {
+    const c = this.config;
+    const H = c.hiddenSize;
+    const d = c.attentionHeadSize;
+    const want = (name: string, shape: number[]) => expectShape(`parameter '${name}'`, this.param(name), shape);
+    want(`${P}embeddings.word_embeddings.weight`, [c.vocabSize, H]);
+    want(`${P}embeddings.position_embeddings.weight`, [c.maxPositionEmbeddings, H]);
+    want(`${P}embeddings.token_type_embeddings.weight`, [c.typeVocabSize, H]);
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const n = layerParamNames(l);
+      const A = c.layerHeads[l]! * d;
+      const I = c.layerIntermediate[l]!;
+      for (const qkv of [n.query, n.key, n.value]) {
+        want(`${qkv}.weight`, [H, A]);
+        want(`${qkv}.bias`, [A]);
+      }
+      want(`${n.attnOut}.weight`, [A, H]);
+      want(`${n.inter}.weight`, [H, I]);
+      want(`${n.inter}.bias`, [I]);
+      want(`${n.out}.weight`, [I, H]);
+    }
+  }
+
+  /** Inputs as tensors (call inside a tidy). */
+  static toTensors(batch: Batch) {
+    const shape: [number, number] = [batch.batchSize, batch.seqLen];
+    return {
+      inputIds: tf.tensor2d(batch.inputIds, shape, 'int32'),
+      attentionMask: tf.tensor2d(batch.attentionMask, shape, 'int32'),
+      tokenTypeIds: tf.tensor2d(batch.tokenTypeIds, shape, 'int32'),
+    };
+  }
+
+  forward(batch: Batch, opts: ForwardOptions = {}): ForwardOutput {
+    const c = this.config;
+    const { masks = {}, weightMasks = {}, training = false, outputHiddenStates = false } = opts;
+    const rng = opts.rng ?? new Rng(1);
+    const p = (name: string) => this.param(name);
+    const w = (name: string): Tensor => {
+      const m = weightMasks[`${name}.weight`];
+      const v = p(`${name}.weight`);
+      if (!m) return v;
+      expectShape(`weightMasks['${name}.weight']`, m, v.shape);
+      return tf.mul(v, m);
+    };
+    const drop = (x: Tensor, rate: number) => (training && rate > 0 ? tf.dropout(x, rate, undefined, rng.int()) : x);
+    const L = c.numHiddenLayers;
+    const H = c.hiddenSize;
+    const d = c.attentionHeadSize;
+    const { inputIds, attentionMask, tokenTypeIds } = BertModel.toTensors(batch);
+    const [B, T] = [batch.batchSize, batch.seqLen];
+    if (T > c.maxPositionEmbeddings) throw new Error(`batch: sequence length ${T} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+
+    if (masks.hiddenMask) expectShape('masks.hiddenMask', masks.hiddenMask, [H]);
+    if (masks.mhaMask) expectShape('masks.mhaMask', masks.mhaMask, [L]);
+    if (masks.ffnMask) expectShape('masks.ffnMask', masks.ffnMask, [L]);
+    const hidden = masks.hiddenMask;
+    // LayerNorm runs over the dimensions whose hidden mask is non-zero.
+    const keep = hidden ? tf.cast(tf.notEqual(hidden, 0), 'float32') : undefined;
+    const keptCount = keep ? (tf.sum(keep).dataSync()[0] as number) : undefined;
+    const ln = (x: Tensor, name: string) => {
+      const y = layerNorm(x, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps, keep, keptCount);
+      return hidden ? tf.mul(y, hidden) : y;
+    };
+    const scaleHidden = (x: Tensor) => (hidden ? tf.mul(x, hidden) : x);
+
+    // Embeddings.
+    const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
+    const positions = tf.slice(p(`${P}embeddings.position_embeddings.weight`), [0, 0], [T, H]);
+    const types = tf.gather(p(`${P}embeddings.token_type_embeddings.weight`), tokenTypeIds.reshape([-1])).reshape([B, T, H]);
+    let x: Tensor = ln(scaleHidden(tf.add(tf.add(words, positions), types)), `${P}embeddings.LayerNorm`);
+    x = scaleHidden(drop(x, c.hiddenDropoutProb));
+    const hiddenStates: Tensor3D[] = outputHiddenStates ? [x as Tensor3D] : [];
+
+    // Additive attention mask: 0 where attended, a large negative where padded.
+    const extMask = tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), -1e9).reshape([B, 1, 1, T]);
+
+    for (let l = 0; l < L; l++) {
+      const n = layerParamNames(l);
+      const heads = c.layerHeads[l]!;
+      const inter = c.layerIntermediate[l]!;
+      // Attention block. With zero heads only the output bias remains (the block's weights are gone).
+      let attn: Tensor;
+      if (heads > 0) {
+        const split = (t: Tensor) => t.reshape([B, T, heads, d]).transpose([0, 2, 1, 3]);
+        const q = split(linear(x, w(n.query), p(`${n.query}.bias`), n.query));
+        const k = split(linear(x, w(n.key), p(`${n.key}.bias`), n.key));
+        const v = split(linear(x, w(n.value), p(`${n.value}.bias`), n.value));
+        const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d)), extMask);
+        const probs = drop(tf.softmax(scores, -1), c.attentionProbsDropoutProb);
+        let ctx: Tensor = tf.matMul(probs, v); // [B, heads, T, d]
+        const hm = masks.headMask?.[l];
+        if (hm) {
+          expectShape(`masks.headMask[${l}]`, hm, [heads]);
+          ctx = tf.mul(ctx, hm.reshape([1, heads, 1, 1]));
+        }
+        ctx = ctx.transpose([0, 2, 1, 3]).reshape([B, T, heads * d]);
+        attn = linear(ctx, w(n.attnOut), p(`${n.attnOut}.bias`), n.attnOut);
+      } else {
+        attn = tf.broadcastTo(p(`${n.attnOut}.bias`), [B, T, H]);
+      }
+      if (masks.mhaMask) attn = tf.mul(attn, tf.slice(masks.mhaMask, [l], [1]));
+      attn = drop(scaleHidden(attn), c.hiddenDropoutProb);
+      x = ln(tf.add(attn, x), n.attnLn);
+
+      // FFN block.
+      let ffn: Tensor;
+      if (inter > 0) {
+        let act = gelu(linear(x, w(n.inter), p(`${n.inter}.bias`), n.inter));
+        const nm = masks.neuronMask?.[l];
+        if (nm) {
+          expectShape(`masks.neuronMask[${l}]`, nm, [inter]);
+          act = tf.mul(act, nm);
+        }
+        ffn = linear(act, w(n.out), p(`${n.out}.bias`), n.out);
+      } else {
+        ffn = tf.broadcastTo(p(`${n.out}.bias`), [B, T, H]);
+      }
+      if (masks.ffnMask) ffn = tf.mul(ffn, tf.slice(masks.ffnMask, [l], [1]));
+      ffn = drop(scaleHidden(ffn), c.hiddenDropoutProb);
+      x = ln(tf.add(ffn, x), n.outLn);
+      if (outputHiddenStates) hiddenStates.push(x as Tensor3D);
+    }
+
+    const out: ForwardOutput = { sequenceOutput: x as Tensor3D };
+    if (outputHiddenStates) out.hiddenStates = hiddenStates;
+    if (this.hasPooler) {
+      const cls = tf.slice(x, [0, 0, 0], [B, 1, H]).reshape([B, H]);
+      out.pooled = tf.tanh(linear(cls, w(`${P}pooler.dense`), p(`${P}pooler.dense.bias`), 'pooler')) as Tensor2D;
+      if (this.hasClassifier) {
+        const rate = c.classifierDropout ?? c.hiddenDropoutProb;
+        out.logits = linear(drop(out.pooled, rate), w('classifier'), p('classifier.bias'), 'classifier') as Tensor2D;
+      }
+    }
+    return out;
+  }
+
+  /** Parameters that `filter` accepts, for an optimizer's var list. */
+  trainableVariables(filter: (name: string) => boolean = () => true): tf.Variable[] {
+    return [...this.params].filter(([n]) => filter(n)).map(([, v]) => v);
+  }
+
+  /** A deep copy with its own variables (a teacher, a snapshot). */
+  clone(): BertModel {
+    const copy = new Map<string, Tensor>();
+    for (const [n, v] of this.params) copy.set(n, tf.clone(v));
+    const m = new BertModel(structuredClone(this.config), copy);
+    for (const t of copy.values()) t.dispose();
+    return m;
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+  }
+}
+
+let variableSerial = 0;
+
+/** A [CLS] vector per example: `[batch, hidden]` from a `[batch, seq, hidden]` output. */
+export function clsOf(x: Tensor3D): Tensor2D {
+  const [B, , H] = x.shape;
+  return tf.slice(x, [0, 0, 0], [B, 1, H]).reshape([B, H]);
+}
+
+export type { Tensor1D };

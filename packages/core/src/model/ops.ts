@@ -1,0 +1,66 @@
+import { tf, type Tensor } from '../tf.js';
+
+/** Shape checks that name the argument, so a wrong mask says which one. */
+export function expectShape(name: string, t: Tensor, shape: number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new Error(`${name}: expected shape [${shape.join(', ')}], got [${t.shape.join(', ')}]`);
+  }
+}
+
+/** y = x W + b with x [..., in], W stored [in, out] (no transposes on the hot path). */
+export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, name = 'linear'): Tensor {
+  const inDim = x.shape[x.shape.length - 1]!;
+  if (w.shape[0] !== inDim) throw new Error(`${name}: input has ${inDim} features, weight expects ${w.shape[0]}`);
+  const lead = x.shape.slice(0, -1);
+  const y2 = tf.matMul(x.reshape([-1, inDim]), w as tf.Tensor2D);
+  const y = b ? tf.add(y2, b) : y2;
+  return y.reshape([...lead, w.shape[1]!]);
+}
+
+const SQRT1_2 = Math.SQRT1_2;
+/** Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as Hugging Face's "gelu". */
+export function gelu(x: Tensor): Tensor {
+  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
+}
+
+/**
+ * LayerNorm over the last axis. With `keep` (a 0/1 vector over the last axis) it normalizes the kept
+ * entries over the kept entries only and leaves the dropped ones 0, which is what a pruned hidden
+ * dimension means (CoFi's LayerNorm with a hidden mask).
+ */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, keep?: Tensor, keptCount?: number): Tensor {
+  if (!keep) {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta);
+  }
+  const n = keptCount ?? tf.sum(keep).arraySync() as number;
+  const mean = tf.div(tf.sum(tf.mul(x, keep), -1, true), n);
+  const centered = tf.mul(tf.sub(x, mean), keep);
+  const variance = tf.div(tf.sum(tf.square(centered), -1, true), n);
+  const normed = tf.div(centered, tf.sqrt(tf.add(variance, eps)));
+  return tf.mul(tf.add(tf.mul(normed, gamma), beta), keep);
+}
+
+/** A small deterministic PRNG (mulberry32) for seeds of dropout and shuffles. */
+export class Rng {
+  private state: number;
+  constructor(seed: number) {
+    this.state = seed >>> 0 || 0x9e3779b9;
+  }
+  next(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(): number {
+    return Math.floor(this.next() * 2 ** 31);
+  }
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [items[i], items[j]] = [items[j]!, items[i]!];
+    }
+    return items;
+  }
+}

@@ -1,0 +1,32 @@
+import type { InjectionToken } from 'tsyringe';
+import type { DistillationLoss, ImportanceCriterion, MaskScheduler, Pruner } from '../contracts.js';
+
+/** The kinds of component a plugin contributes, each resolved by string id. */
+export type ComponentKind = 'criterion' | 'scheduler' | 'loss' | 'pruner';
+
+export interface ComponentInstance {
+  criterion: ImportanceCriterion;
+  scheduler: MaskScheduler;
+  loss: DistillationLoss;
+  pruner: Pruner;
+}
+
+/** A registration: an id, a description and a factory from options to the component. */
+export interface ComponentDefinition<K extends ComponentKind = ComponentKind> {
+  kind: K;
+  id: string;
+  description: string;
+  create(options: Record<string, unknown>): ComponentInstance[K];
+}
+
+/** Container tokens. Registrations are values (`useValue`); core resolves them all with `injectAll`. */
+export const TOKENS = {
+  criterion: Symbol.for('topiary.criterion') as InjectionToken<ComponentDefinition<'criterion'>>,
+  scheduler: Symbol.for('topiary.scheduler') as InjectionToken<ComponentDefinition<'scheduler'>>,
+  loss: Symbol.for('topiary.loss') as InjectionToken<ComponentDefinition<'loss'>>,
+  pruner: Symbol.for('topiary.pruner') as InjectionToken<ComponentDefinition<'pruner'>>,
+  /** The registry built from everything above (see `PluginRegistry`). */
+  registry: Symbol.for('topiary.registry') as InjectionToken<unknown>,
+} as const;
+
+export const COMPONENT_KINDS: readonly ComponentKind[] = ['criterion', 'scheduler', 'loss', 'pruner'];

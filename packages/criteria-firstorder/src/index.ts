@@ -1,0 +1,2 @@
+// @topiary/criteria-firstorder: placeholder until its issue lands.
+export {};

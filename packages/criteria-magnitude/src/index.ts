@@ -1,0 +1,2 @@
+// @topiary/criteria-magnitude: placeholder until its issue lands.
+export {};

@@ -1,0 +1,2 @@
+// @topiary/criteria-movement: placeholder until its issue lands.
+export {};
