@@ -57,3 +57,23 @@ export { PluginRegistry, createRunContainer } from './plugins/registry.js';
 export type { ComponentListing } from './plugins/registry.js';
 export { COMPONENT_KINDS, TOKENS } from './plugins/tokens.js';
 export type { ComponentDefinition, ComponentInstance, ComponentKind } from './plugins/tokens.js';
+
+export { AdamW, clipByGlobalNorm, decays, linearSchedule } from './engine/optimizer.js';
+export type { ParamGroup } from './engine/optimizer.js';
+export { CrossEntropyLoss, KdLoss, crossEntropy, kdLoss } from './engine/losses.js';
+export type { KdOptions } from './engine/losses.js';
+export { classificationMetrics, evaluate } from './engine/evaluate.js';
+export type { EvaluateOptions } from './engine/evaluate.js';
+export { budgetSteps, trainLoop } from './engine/train.js';
+export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
+export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runPruning, saveRunCheckpoint } from './engine/run.js';
+export type { DataSpec, FinetuneSpec, RunInputs, RunSpec } from './engine/run.js';
+
+export { compact } from './pruning/compact.js';
+export { MASKS_FILE, loadMasks, saveMasks } from './pruning/mask-io.js';
+export { CubicScheduler, IterativeScheduler, OneShotScheduler } from './pruning/schedulers.js';
+export { resolveParts } from './pruning/spec.js';
+export type { ComponentSpec } from './pruning/spec.js';
+export { StructuredPruner } from './pruning/structured.js';
+export type { LevelReport } from './pruning/structured.js';
+export { corePlugin } from './plugins/builtins.js';

@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+import 'reflect-metadata';
+import { main } from './main.js';
+
+await main(process.argv);

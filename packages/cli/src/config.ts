@@ -1,0 +1,104 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_TRAINING, type RunSpec } from '@topiary/core';
+
+/** A usage or configuration error: exit code 2, message names the field. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const component = z.union([z.string().min(1), z.object({ id: z.string().min(1), options: z.record(z.string(), z.unknown()).optional() })]);
+const fraction = z.number().min(0).max(0.999);
+
+export const RunConfigSchema = z
+  .object({
+    method: z.string().min(1).describe('pruner id, e.g. structured, movement, cofi'),
+    model: z.string().min(1),
+    teacher: z.string().min(1).optional(),
+    pretrained: z.string().min(1).optional(),
+    data: z
+      .object({
+        train: z.string().min(1),
+        dev: z.string().min(1),
+        labels: z.string().min(1).optional(),
+        textField: z.string().min(1).optional(),
+        pairField: z.string().min(1).optional(),
+        labelField: z.string().min(1).optional(),
+        trainLimit: z.number().int().positive().optional(),
+        devLimit: z.number().int().positive().optional(),
+      })
+      .strict(),
+    targetSparsity: fraction.optional(),
+    criterion: component.optional(),
+    scheduler: component.optional(),
+    losses: z.array(component).optional(),
+    options: z.record(z.string(), z.unknown()).default({}),
+    training: z
+      .object({
+        batchSize: z.number().int().positive().default(DEFAULT_TRAINING.batchSize),
+        learningRate: z.number().positive().default(DEFAULT_TRAINING.learningRate),
+        epochs: z.number().positive().optional(),
+        maxSteps: z.number().int().nonnegative().optional(),
+        warmupRatio: z.number().min(0).max(1).default(DEFAULT_TRAINING.warmupRatio),
+        weightDecay: z.number().min(0).default(DEFAULT_TRAINING.weightDecay),
+        maxGradNorm: z.number().min(0).default(DEFAULT_TRAINING.maxGradNorm),
+        maxLength: z.number().int().min(8).max(512).default(DEFAULT_TRAINING.maxLength),
+      })
+      .strict()
+      .default({} as never),
+    seed: z.number().int().default(42),
+    out: z.string().min(1).default('runs/latest'),
+    checkpointEvery: z.number().int().nonnegative().optional(),
+    /** Exit 1 when the exported model keeps less than this fraction of the teacher's accuracy. */
+    minAccuracyRetention: z.number().min(0).max(1).optional(),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+/** Reads a YAML or JSON run config; relative paths resolve against the config file's folder. */
+export async function readRunConfig(file: string, overrides: { out?: string } = {}): Promise<RunSpec & { minAccuracyRetention?: number }> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    throw new UsageError(`${file}: cannot read the config file`);
+  }
+  let raw: unknown;
+  try {
+    raw = /\.json$/i.test(file) ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new UsageError(`${file}: not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  const parsed = RunConfigSchema.safeParse(raw);
+  if (!parsed.success) throw new UsageError(`${file}: invalid config\n${z.prettifyError(parsed.error)}`);
+  const c = parsed.data;
+  const base = path.dirname(path.resolve(file));
+  const abs = (p: string) => path.resolve(base, p);
+  const options: Record<string, unknown> = { ...c.options };
+  if (c.criterion !== undefined) options['criterion'] = c.criterion;
+  if (c.scheduler !== undefined) options['scheduler'] = c.scheduler;
+  if (c.losses !== undefined) options['losses'] = c.losses;
+  const spec: RunSpec & { minAccuracyRetention?: number } = {
+    method: c.method,
+    model: abs(c.model),
+    data: {
+      ...c.data,
+      train: abs(c.data.train),
+      dev: abs(c.data.dev),
+      ...(c.data.labels ? { labels: abs(c.data.labels) } : {}),
+    },
+    options,
+    training: c.training as RunSpec['training'],
+    seed: c.seed,
+    out: overrides.out ? path.resolve(overrides.out) : abs(c.out),
+  };
+  if (c.teacher) spec.teacher = abs(c.teacher);
+  if (c.pretrained) spec.pretrained = abs(c.pretrained);
+  if (c.targetSparsity !== undefined) spec.targetSparsity = c.targetSparsity;
+  if (c.checkpointEvery !== undefined) spec.checkpointEvery = c.checkpointEvery;
+  if (c.minAccuracyRetention !== undefined) spec.minAccuracyRetention = c.minAccuracyRetention;
+  return spec;
+}

@@ -1,0 +1,292 @@
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { lastValueFrom, tap } from 'rxjs';
+import {
+  BACKEND_NAMES,
+  ConfigError,
+  DataError,
+  DEFAULT_TRAINING,
+  PluginError,
+  compact,
+  createRunContainer,
+  evaluate,
+  isBackendInstalled,
+  loadBert,
+  loadDataset,
+  loadMasks,
+  loadTokenizer,
+  runFinetune,
+  runPruning,
+  saveBert,
+  useBackend,
+  type BackendName,
+  type RunEvent,
+} from '@topiary/core';
+import { UsageError, readRunConfig } from './config.js';
+import { allPlugins } from './plugins.js';
+import { inspectModel } from './inspect.js';
+import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
+
+/** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure. */
+export const EXIT = { ok: 0, missedTarget: 1, usage: 2, failure: 3 } as const;
+
+interface GlobalOptions {
+  backend: BackendName | 'auto';
+  plugin: string[];
+  json: boolean;
+}
+
+const version = (): string => {
+  const pkg = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'package.json');
+  return JSON.parse(readFileSync(pkg, 'utf8')).version as string;
+};
+
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${name} must be a positive integer, got '${v}'`);
+  return n;
+};
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name} must be a positive number, got '${v}'`);
+  return n;
+};
+
+/** What a command prints: one JSON document with --json, else readable lines; both on stdout. */
+function output(json: boolean, data: unknown, text: string): void {
+  process.stdout.write(json ? `${JSON.stringify(data)}\n` : `${text}\n`);
+}
+
+function renderer(json: boolean): Renderer {
+  return json ? ndjsonRenderer() : progressRenderer();
+}
+
+/** Drives a run's Observable to completion, printing its events; Ctrl-C aborts at a step boundary. */
+async function drive(run: ReturnType<typeof runPruning>, json: boolean): Promise<RunEvent | undefined> {
+  const r = renderer(json);
+  let completed: RunEvent | undefined;
+  const controller = new AbortController();
+  const onSigint = () => {
+    r.log('interrupted: stopping at the next step boundary (the last checkpoint stays intact)');
+    controller.abort();
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    await lastValueFrom(
+      run.pipe(
+        tap((e) => {
+          r.event(e);
+          if (e.type === 'run-completed') completed = e;
+        }),
+      ),
+      { defaultValue: undefined },
+    );
+  } finally {
+    process.off('SIGINT', onSigint);
+    r.close();
+  }
+  return completed;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('topiary')
+    .description('Prune BERT-family transformers into smaller, faster models (tfjs).')
+    .version(version(), '-V, --version')
+    .addOption(new Option('--backend <name>', 'compute backend').choices([...BACKEND_NAMES, 'auto']).default('wasm'))
+    .option('--plugin <module>', 'load a third-party plugin by package name or path (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--json', 'machine-readable output: NDJSON events / one JSON document on stdout, logs on stderr', false)
+    .showHelpAfterError()
+    .exitOverride();
+
+  const globals = () => program.opts<GlobalOptions>();
+  const backend = async () => useBackend(globals().backend);
+
+  // --version also reports the backend that would run (the fastest installed, or --backend).
+  program.version(undefined as never);
+  program.option('-V, --version', 'print the version and the backend');
+  program.on('option:version', () => {
+    const g = globals();
+    const chosen = g.backend === 'auto' || !g.backend ? BACKEND_NAMES.find(isBackendInstalled) : g.backend;
+    const installed = BACKEND_NAMES.filter(isBackendInstalled);
+    output(Boolean(g.json), { version: version(), backend: chosen, installedBackends: installed }, `topiary ${version()} (backend ${chosen}; installed: ${installed.join(', ')})`);
+    throw new CommanderError(0, 'topiary.version', '');
+  });
+
+  program
+    .command('plugins')
+    .description('list every registered criterion, scheduler, loss and pruner with its package')
+    .action(async () => {
+      const { registry } = await createRunContainer(await allPlugins(globals().plugin));
+      const list = registry.list();
+      const width = Math.max(...list.map((c) => c.id.length));
+      output(globals().json, list, list.map((c) => `${c.kind.padEnd(9)} ${c.id.padEnd(width)}  ${c.plugin}  ${c.description}`).join('\n'));
+    });
+
+  program
+    .command('inspect <model>')
+    .description('layers, heads and FFN size per layer, hidden size, parameter counts and zero-weight sparsity')
+    .action(async (dir: string) => {
+      await backend();
+      const model = await loadBert(dir);
+      const r = inspectModel(model);
+      model.dispose();
+      output(
+        globals().json,
+        r,
+        [
+          `${dir}`,
+          `layers ${r.layers}, hidden ${r.hiddenSize}, head size ${r.attentionHeadSize}, labels ${r.labels}`,
+          `heads per layer        ${r.heads.join(' ')}`,
+          `FFN size per layer     ${r.intermediate.join(' ')}`,
+          `encoder parameters     ${r.encoderParams.toLocaleString('en-US')} (${(100 * r.encoderSparsity).toFixed(2)}% zero)`,
+          `embedding parameters   ${r.embeddingParams.toLocaleString('en-US')}`,
+          `total parameters       ${r.totalParams.toLocaleString('en-US')}`,
+        ].join('\n'),
+      );
+    });
+
+  program
+    .command('eval <model>')
+    .description('dev accuracy of a checkpoint on a JSONL/CSV/TSV file')
+    .requiredOption('--data <file>', 'labelled data')
+    .option('--limit <n>', 'first N examples', int('--limit'))
+    .option('--batch-size <n>', 'batch size', int('--batch-size'), 64)
+    .option('--max-length <n>', 'truncate to N tokens', int('--max-length'), DEFAULT_TRAINING.maxLength)
+    .option('--text-field <name>', 'text field/column', 'text')
+    .option('--pair-field <name>', 'second text field/column (sentence pairs)')
+    .option('--label-field <name>', 'label field/column', 'label')
+    .action(async (dir: string, o: { data: string; limit?: number; batchSize: number; maxLength: number; textField: string; pairField?: string; labelField: string }) => {
+      const info = await backend();
+      const started = Date.now();
+      const model = await loadBert(dir);
+      if (!model.hasClassifier) throw new UsageError(`${dir}: the model has no classification head (config 'architectures' is ${model.config.architecture})`);
+      const tok = await loadTokenizer(dir);
+      const data = await loadDataset(o.data, tok, {
+        labels: model.config.id2label,
+        maxLength: o.maxLength,
+        textField: o.textField,
+        labelField: o.labelField,
+        ...(o.pairField ? { pairField: o.pairField } : {}),
+        ...(o.limit ? { limit: o.limit } : {}),
+      });
+      const m = evaluate(model, data, { batchSize: o.batchSize });
+      model.dispose();
+      const seconds = (Date.now() - started) / 1000;
+      output(
+        globals().json,
+        { accuracy: m.accuracy, macroF1: m.macroF1, loss: m.loss, examples: m.examples, seconds, backend: info.name },
+        `accuracy ${(100 * m.accuracy).toFixed(2)}% (macro-F1 ${(100 * m.macroF1).toFixed(2)}%) on ${m.examples} examples, ${seconds.toFixed(1)} s on ${info.name}`,
+      );
+    });
+
+  program
+    .command('finetune <model>')
+    .description('fine-tune a checkpoint on a task (a pretrained encoder gets a new head sized from the labels)')
+    .requiredOption('--train <file>', 'training data')
+    .requiredOption('--dev <file>', 'dev data')
+    .requiredOption('--out <dir>', 'output checkpoint folder')
+    .option('--labels <file>', 'label list (JSON array or one per line); default: the model\'s id2label, else the sorted training labels')
+    .option('--epochs <n>', 'epochs', num('--epochs'), 1)
+    .option('--max-steps <n>', 'stop after N steps (overrides --epochs)', int('--max-steps'))
+    .option('--limit <n>', 'first N training examples', int('--limit'))
+    .option('--batch-size <n>', 'batch size', int('--batch-size'), DEFAULT_TRAINING.batchSize)
+    .option('--max-length <n>', 'truncate to N tokens', int('--max-length'), DEFAULT_TRAINING.maxLength)
+    .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
+    .option('--seed <n>', 'seed', (v: string) => Number.parseInt(v, 10), 42)
+    .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
+    .option('--checkpoint-every <n>', 'save every N steps', int('--checkpoint-every'))
+    .action(async (dir: string, o: Record<string, any>) => {
+      await backend();
+      const spec = {
+        model: dir,
+        data: { train: o['train'], dev: o['dev'], ...(o['labels'] ? { labels: o['labels'] } : {}), ...(o['limit'] ? { trainLimit: o['limit'] } : {}) },
+        training: {
+          ...DEFAULT_TRAINING,
+          batchSize: o['batchSize'],
+          learningRate: o['lr'],
+          epochs: o['epochs'],
+          maxLength: o['maxLength'],
+          ...(o['maxSteps'] ? { maxSteps: o['maxSteps'] } : {}),
+        },
+        seed: o['seed'],
+        out: o['out'],
+        ...(o['evalEvery'] ? { evalEvery: o['evalEvery'] } : {}),
+        ...(o['checkpointEvery'] ? { checkpointEvery: o['checkpointEvery'] } : {}),
+      };
+      const done = await drive(runFinetune(spec), globals().json);
+      if (done?.type === 'run-completed' && !globals().json) {
+        const acc = done.metrics['accuracy'] as number | null;
+        process.stdout.write(`dev accuracy ${acc === null ? 'n/a' : `${(100 * acc).toFixed(2)}%`}; saved ${o['out']}\n`);
+      }
+    });
+
+  program
+    .command('export <dir>')
+    .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder')
+    .requiredOption('--out <dir>', 'output folder')
+    .action(async (dir: string, o: { out: string }) => {
+      await backend();
+      // A run folder holds checkpoint/{model, masks.safetensors}; a checkpoint folder holds both directly.
+      const ckpt = existsSync(path.join(dir, 'checkpoint', 'model')) ? path.join(dir, 'checkpoint') : dir;
+      const modelDir = existsSync(path.join(ckpt, 'model', 'config.json')) ? path.join(ckpt, 'model') : ckpt;
+      const model = await loadBert(modelDir);
+      const masks = await loadMasks(ckpt, model);
+      const small = compact(model, masks);
+      await saveBert(small, o.out, { tokenizerFrom: modelDir });
+      const before = inspectModel(model);
+      const after = inspectModel(small);
+      model.dispose();
+      small.dispose();
+      output(
+        globals().json,
+        { out: o.out, params: before.totalParams, exportedParams: after.totalParams, heads: after.heads, intermediate: after.intermediate, hiddenSize: after.hiddenSize, encoderSparsity: after.encoderSparsity },
+        `exported ${o.out}: ${after.totalParams.toLocaleString('en-US')} parameters (from ${before.totalParams.toLocaleString('en-US')}), heads ${after.heads.join(' ')}, FFN ${after.intermediate.join(' ')}, hidden ${after.hiddenSize}`,
+      );
+    });
+
+  program
+    .command('run <config>')
+    .description('a pruning run from a YAML or JSON config: progress, report.json and the compacted model in <out>/model')
+    .option('--out <dir>', 'output folder (overrides the config\'s out)')
+    .action(async (file: string, o: { out?: string }) => {
+      const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
+      await backend();
+      const { registry } = await createRunContainer(await allPlugins(globals().plugin));
+      if (!registry.has('pruner', spec.method)) {
+        throw new UsageError(`${file}: field 'method' is '${spec.method}', expected one of ${registry.list().filter((c) => c.kind === 'pruner').map((c) => c.id).join(', ')}`);
+      }
+      const done = await drive(runPruning(spec, registry), globals().json);
+      if (done?.type !== 'run-completed') return;
+      const r = done.metrics as { accuracy: number; teacherAccuracy: number | null; encoderSparsity: number };
+      if (!globals().json) {
+        process.stdout.write(
+          `accuracy ${(100 * r.accuracy).toFixed(2)}%${r.teacherAccuracy !== null ? ` (teacher ${(100 * r.teacherAccuracy).toFixed(2)}%)` : ''}, encoder sparsity ${(100 * r.encoderSparsity).toFixed(2)}%; report ${path.join(spec.out, 'report.json')}\n`,
+        );
+      }
+      if (spec.minAccuracyRetention !== undefined && r.teacherAccuracy !== null && r.accuracy < spec.minAccuracyRetention * r.teacherAccuracy) {
+        process.stderr.write(`missed target: kept ${((100 * r.accuracy) / r.teacherAccuracy).toFixed(1)}% of the teacher's accuracy, wanted ${(100 * spec.minAccuracyRetention).toFixed(1)}%\n`);
+        process.exitCode = EXIT.missedTarget;
+      }
+    });
+
+  return program;
+}
+
+/** Runs the CLI; sets `process.exitCode` (never calls `process.exit`, so output flushes). */
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof PluginError;
+    process.stderr.write(`topiary: ${(err as Error).message ?? String(err)}\n`);
+    if (!usage && process.env['TOPIARY_DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = usage ? EXIT.usage : EXIT.failure;
+  }
+}

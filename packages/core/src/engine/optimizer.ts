@@ -1,0 +1,88 @@
+import { tf, type Tensor } from '../tf.js';
+
+export interface ParamGroup {
+  variables: tf.Variable[];
+  learningRate: number;
+  weightDecay: number;
+  /** Gradient ascent (CoFi's Lagrange multipliers maximize the loss). */
+  ascent?: boolean;
+}
+
+/**
+ * AdamW (decoupled weight decay, Loshchilov & Hutter) with parameter groups, as Hugging Face's
+ * trainer uses it: betas 0.9/0.999, eps 1e-8, bias correction. `scale` multiplies every group's
+ * learning rate (the warm-up/decay schedule).
+ */
+export class AdamW {
+  private readonly m = new Map<tf.Variable, tf.Variable>();
+  private readonly v = new Map<tf.Variable, tf.Variable>();
+  private t = 0;
+
+  constructor(
+    public readonly groups: ParamGroup[],
+    private readonly beta1 = 0.9,
+    private readonly beta2 = 0.999,
+    private readonly eps = 1e-8,
+  ) {
+    for (const g of groups) {
+      for (const p of g.variables) {
+        this.m.set(p, tf.variable(tf.zerosLike(p), false));
+        this.v.set(p, tf.variable(tf.zerosLike(p), false));
+      }
+    }
+  }
+
+  get variables(): tf.Variable[] {
+    return this.groups.flatMap((g) => g.variables);
+  }
+
+  apply(grads: Map<tf.Variable, Tensor>, scale = 1): void {
+    this.t++;
+    const bc1 = 1 - this.beta1 ** this.t;
+    const bc2 = 1 - this.beta2 ** this.t;
+    tf.tidy(() => {
+      for (const g of this.groups) {
+        const lr = g.learningRate * scale;
+        for (const p of g.variables) {
+          const grad = grads.get(p);
+          if (!grad) continue;
+          const m = this.m.get(p)!;
+          const v = this.v.get(p)!;
+          const signed = g.ascent ? tf.neg(grad) : grad;
+          m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(signed, 1 - this.beta1)));
+          v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(signed), 1 - this.beta2)));
+          const update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), this.eps));
+          const decayed = g.weightDecay > 0 ? tf.mul(p, 1 - lr * g.weightDecay) : p;
+          p.assign(tf.sub(decayed, tf.mul(update, lr)));
+        }
+      }
+    });
+  }
+
+  dispose(): void {
+    for (const t of [...this.m.values(), ...this.v.values()]) t.dispose();
+    this.m.clear();
+    this.v.clear();
+  }
+}
+
+/** Linear warm-up to 1 over `warmupSteps`, then linear decay to 0 at `totalSteps` (Hugging Face's default). */
+export function linearSchedule(step: number, warmupSteps: number, totalSteps: number): number {
+  if (step < warmupSteps) return (step + 1) / Math.max(1, warmupSteps);
+  return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmupSteps));
+}
+
+/** Scales gradients so their global L2 norm is at most `maxNorm`; returns the norm before clipping. */
+export function clipByGlobalNorm(grads: Map<tf.Variable, Tensor>, maxNorm: number): { grads: Map<tf.Variable, Tensor>; norm: number } {
+  const norm = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))))).dataSync()[0]!;
+  if (!(maxNorm > 0) || norm <= maxNorm || !Number.isFinite(norm)) return { grads, norm };
+  const factor = maxNorm / (norm + 1e-6);
+  const out = new Map<tf.Variable, Tensor>();
+  for (const [v, g] of grads) out.set(v, tf.mul(g, factor));
+  return { grads: out, norm };
+}
+
+/** Hugging Face's convention: no weight decay on biases and LayerNorm weights. */
+export function decays(name: string): boolean {
+  return !name.endsWith('.bias') && !name.includes('LayerNorm');
+}

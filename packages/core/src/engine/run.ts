@@ -1,0 +1,238 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Observable } from 'rxjs';
+import { BertModel } from '../model/bert.js';
+import { loadBert, saveBert } from '../io/checkpoint.js';
+import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
+import { loadDataset, type Dataset, type ReadOptions } from '../data/dataset.js';
+import type { PruneContext, ResolvePlugin, TrainingOptions } from '../contracts.js';
+import { createRun, type RunEvent } from '../events.js';
+import { MaskSet, bindMasks } from '../pruning/masks.js';
+import { compact } from '../pruning/compact.js';
+import { saveMasks } from '../pruning/mask-io.js';
+import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
+import { activeBackend } from '../backend/backend.js';
+import { evaluate } from './evaluate.js';
+import { budgetSteps, trainLoop } from './train.js';
+import { CrossEntropyLoss } from './losses.js';
+
+export interface DataSpec extends ReadOptions {
+  train: string;
+  dev: string;
+  /** Label list file; default: the teacher's (or model's) `id2label`, else the train file's sorted labels. */
+  labels?: string;
+  trainLimit?: number;
+  devLimit?: number;
+}
+
+export const DEFAULT_TRAINING: TrainingOptions = {
+  batchSize: 32,
+  learningRate: 5e-5,
+  epochs: 1,
+  warmupRatio: 0.1,
+  weightDecay: 0.01,
+  maxGradNorm: 1,
+  maxLength: 64,
+};
+
+/** A pruning run, as a config file describes it (the CLI validates the file into this). */
+export interface RunSpec {
+  /** Pruner id (`structured`, `movement`, `cofi`...). */
+  method: string;
+  /** The checkpoint pruning starts from. */
+  model: string;
+  /** The fine-tuned teacher (distillation, teacher accuracy). */
+  teacher?: string;
+  /** The pre-trained (MLM) checkpoint, for methods that use it. */
+  pretrained?: string;
+  data: DataSpec;
+  /** Target sparsity of the encoder, 0..1, when the method takes one. */
+  targetSparsity?: number;
+  /** Pruner options: criterion, scheduler, losses and method knobs, by id. */
+  options: Record<string, unknown>;
+  training: TrainingOptions;
+  seed: number;
+  /** Output folder: `report.json`, `model/` (compacted, Hugging Face layout), `checkpoint/`. */
+  out: string;
+  /** Save a checkpoint every N steps (0: only at the end of each phase). */
+  checkpointEvery?: number;
+}
+
+export interface RunInputs {
+  tokenizer: TextTokenizer;
+  model: BertModel;
+  teacher?: BertModel;
+  pretrained?: BertModel;
+  train: Dataset;
+  dev: Dataset;
+  labels: string[];
+}
+
+async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string }): Promise<string[] | undefined> {
+  if (spec.data.labels) {
+    const { readLabels } = await import('../data/dataset.js');
+    return readLabels(spec.data.labels);
+  }
+  for (const dir of [spec.teacher, spec.model]) {
+    if (!dir) continue;
+    const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
+    if (cfg.id2label && Array.isArray(cfg.architectures) && cfg.architectures[0] === 'BertForSequenceClassification') {
+      return Object.keys(cfg.id2label).sort((a, b) => Number(a) - Number(b)).map((k) => String(cfg.id2label[k]));
+    }
+  }
+  return undefined;
+}
+
+/** Loads the tokenizer, models and datasets a run names. */
+export async function loadRunInputs(spec: Pick<RunSpec, 'model' | 'teacher' | 'pretrained' | 'data' | 'seed'> & { training: Pick<TrainingOptions, 'maxLength'> }): Promise<RunInputs> {
+  const tokenizer = await loadTokenizer(spec.model);
+  let labels = await labelsFor(spec);
+  const readOpts: ReadOptions = {};
+  for (const k of ['textField', 'pairField', 'labelField'] as const) if (spec.data[k]) readOpts[k] = spec.data[k];
+  const trainOpts = { ...readOpts, maxLength: spec.training.maxLength, ...(spec.data.trainLimit ? { limit: spec.data.trainLimit } : {}) };
+  const train = await loadDataset(spec.data.train, tokenizer, { ...trainOpts, ...(labels ? { labels } : {}) });
+  labels = train.labels;
+  const dev = await loadDataset(spec.data.dev, tokenizer, { ...readOpts, maxLength: spec.training.maxLength, labels, ...(spec.data.devLimit ? { limit: spec.data.devLimit } : {}) });
+  const model = await loadBert(spec.model, { labels, seed: spec.seed });
+  const inputs: RunInputs = { tokenizer, model, train, dev, labels };
+  if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels });
+  if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained);
+  return inputs;
+}
+
+export function disposeInputs(inputs: RunInputs): void {
+  inputs.model.dispose();
+  inputs.teacher?.dispose();
+  inputs.pretrained?.dispose();
+}
+
+/** Writes the masked model and its masks to `<out>/checkpoint` (atomically: a kill leaves the previous one). */
+export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string): Promise<string> {
+  const dir = path.join(out, 'checkpoint');
+  await writeDirAtomic(dir, async (tmp) => {
+    await saveBert(model, path.join(tmp, 'model'), { tokenizerFrom });
+    await saveMasks(masks, tmp);
+    await fs.writeFile(path.join(tmp, 'state.json'), `${JSON.stringify({ step }, null, 2)}\n`);
+  });
+  return dir;
+}
+
+/**
+ * A pruning run as a cold Observable of events: loads everything, evaluates the teacher, runs the
+ * pruner, compacts and exports the model to `<out>/model`, evaluates the exported model (the accuracy
+ * reported is the exported model's), and writes `<out>/report.json`.
+ */
+export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: AbortSignal): Observable<RunEvent> {
+  return createRun(async (control) => {
+    const started = Date.now();
+    const backend = activeBackend()?.name ?? 'unknown';
+    const pruner = resolve.pruner(spec.method, {});
+    const inputs = await loadRunInputs(spec);
+    try {
+      const { model, teacher, train, dev } = inputs;
+      control.emit({ type: 'run-started', method: spec.method, backend, totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      const teacherAccuracy = teacher ? evaluate(teacher, dev, { batchSize: 128 }).accuracy : undefined;
+      if (teacherAccuracy !== undefined) control.emit({ type: 'log', message: `teacher dev accuracy ${(100 * teacherAccuracy).toFixed(2)}%` });
+      await fs.mkdir(spec.out, { recursive: true });
+      const masks = bindMasks(MaskSet.ones(model), model);
+      const ctx: PruneContext = {
+        model,
+        masks,
+        ...(teacher ? { teacher } : {}),
+        ...(inputs.pretrained ? { pretrained: inputs.pretrained } : {}),
+        train,
+        dev,
+        control,
+        resolve,
+        options: { ...spec.options, ...(spec.targetSparsity !== undefined ? { targetSparsity: spec.targetSparsity } : {}) },
+        seed: spec.seed,
+        training: spec.training,
+      };
+      const result = await pruner.run(ctx);
+      const sparsity = result.masks.sparsity(result.model);
+      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model);
+      const small = compact(result.model, result.masks);
+      try {
+        const exported = path.join(spec.out, 'model');
+        await saveBert(small, exported, { tokenizerFrom: spec.model });
+        control.emit({ type: 'checkpoint-saved', step: -1, path: exported });
+        const final = evaluate(small, dev, { batchSize: 128 });
+        control.emit({ type: 'evaluated', step: -1, metrics: { accuracy: final.accuracy, macroF1: final.macroF1, loss: final.loss!, examples: final.examples }, label: 'exported model' });
+        const params = (m: BertModel) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
+        const report = {
+          method: spec.method,
+          targetSparsity: spec.targetSparsity ?? null,
+          encoderSparsity: sparsity.encoderSparsity,
+          totalSparsity: sparsity.totalSparsity,
+          teacherAccuracy: teacherAccuracy ?? null,
+          accuracy: final.accuracy,
+          macroF1: final.macroF1,
+          levels: result.report?.['levels'] ?? [],
+          ...Object.fromEntries(Object.entries(result.report ?? {}).filter(([k]) => k !== 'levels')),
+          encoderParams: sparsity.encoderParams,
+          remainingEncoderParams: sparsity.remainingEncoderParams,
+          params: params(model),
+          exportedParams: params(small),
+          training: spec.training,
+          seed: spec.seed,
+          trainExamples: train.size,
+          devExamples: dev.size,
+          wallSeconds: (Date.now() - started) / 1000,
+          backend,
+        };
+        await writeFileAtomic(path.join(spec.out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+        control.emit({ type: 'run-completed', metrics: report, wallSeconds: report.wallSeconds });
+      } finally {
+        small.dispose();
+      }
+    } finally {
+      disposeInputs(inputs);
+    }
+  }, signal);
+}
+
+export interface FinetuneSpec {
+  model: string;
+  data: DataSpec;
+  training: TrainingOptions;
+  seed: number;
+  out: string;
+  checkpointEvery?: number;
+  evalEvery?: number;
+}
+
+/**
+ * Fine-tunes a checkpoint on a task (a pretrained encoder gets a fresh head sized from the labels)
+ * and saves it to `out` as a Hugging Face folder that `eval` loads.
+ */
+export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observable<RunEvent> {
+  return createRun(async (control) => {
+    const started = Date.now();
+    const inputs = await loadRunInputs(spec);
+    try {
+      const { model, train, dev } = inputs;
+      control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      const res = await trainLoop({
+        model,
+        train,
+        dev,
+        losses: [new CrossEntropyLoss()],
+        training: spec.training,
+        seed: spec.seed,
+        control,
+        ...(spec.evalEvery ? { evalEvery: spec.evalEvery } : {}),
+        phase: 'finetune',
+        ...(spec.checkpointEvery ? { checkpointEvery: spec.checkpointEvery } : {}),
+        saveCheckpoint: async () => {
+          await saveBert(model, spec.out, { tokenizerFrom: spec.model });
+          return spec.out;
+        },
+      });
+      const wallSeconds = (Date.now() - started) / 1000;
+      const metrics = { accuracy: res.metrics?.accuracy ?? null, macroF1: res.metrics?.macroF1 ?? null, steps: res.steps, trainExamples: train.size, wallSeconds };
+      control.emit({ type: 'run-completed', metrics, wallSeconds });
+    } finally {
+      disposeInputs(inputs);
+    }
+  }, signal);
+}

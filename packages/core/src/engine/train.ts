@@ -1,0 +1,170 @@
+import { tf, type Scalar, type Tensor } from '../tf.js';
+import type { BertModel, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from '../model/bert.js';
+import type { Dataset } from '../data/dataset.js';
+import type { DistillationLoss, TrainingOptions } from '../contracts.js';
+import type { LossTerms, Metrics, RunControl } from '../events.js';
+import { Rng } from '../model/ops.js';
+import { AdamW, clipByGlobalNorm, decays, linearSchedule, type ParamGroup } from './optimizer.js';
+import { evaluate } from './evaluate.js';
+
+export interface TrainLoopOptions {
+  model: BertModel;
+  train: Dataset;
+  dev?: Dataset;
+  teacher?: BertModel;
+  /** Loss terms, summed. */
+  losses: DistillationLoss[];
+  training: TrainingOptions;
+  seed: number;
+  control: RunControl;
+  /** Masks for the student's forward pass at `step` (may depend on trainable mask variables). */
+  forwardMasks?: (step: number, training: boolean) => { masks?: StructuredMasks; weightMasks?: WeightMasks };
+  /** Extra trainable groups (mask scores, log-alphas, Lagrange multipliers) with their own rates. */
+  extraGroups?: ParamGroup[];
+  /** Extra loss terms at `step` (regularizers, Lagrangian). */
+  extraLoss?: (step: number) => Record<string, Scalar>;
+  /** Which model parameters train (default: all). */
+  trainable?: (name: string) => boolean;
+  /** Called with each step's gradients by parameter name (movement criteria accumulate from them). */
+  onGradients?: (grads: Map<string, Tensor>, step: number) => void;
+  /** Called after each optimizer update (clamping, mask updates). */
+  afterStep?: (step: number) => void;
+  /** Evaluate on `dev` every N steps (and at the end). */
+  evalEvery?: number;
+  /** Masks for evaluation (default: the training masks at the current step, in eval mode). */
+  evalForward?: () => Omit<ForwardOptions, 'training'>;
+  /** Persist a checkpoint (called every `checkpointEvery` steps and at the end). */
+  saveCheckpoint?: (step: number) => Promise<string>;
+  checkpointEvery?: number;
+  /** Label of this phase in events (`finetune`, `prune`, `level 2`...). */
+  phase?: string;
+  /** Step number the first step of this loop reports (phases continue the count). */
+  stepOffset?: number;
+}
+
+export interface TrainLoopResult {
+  steps: number;
+  metrics?: Metrics;
+}
+
+/** Steps of a training budget: `maxSteps` when set, else `epochs` over the data. */
+export function budgetSteps(training: TrainingOptions, examples: number): number {
+  if (training.maxSteps !== undefined) return training.maxSteps;
+  return Math.ceil(examples / training.batchSize) * (training.epochs ?? 1);
+}
+
+/**
+ * The training loop every method shares: batches shuffled by seed, forward (dropout on), the summed
+ * loss terms, gradients of the model's trainable parameters and any extra groups, global-norm
+ * clipping, AdamW with linear warm-up/decay, then hooks. Each step is one `tf.tidy`; the loop stops at
+ * a step boundary when the run is aborted.
+ */
+export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
+  const { model, train, training, control } = o;
+  const total = budgetSteps(training, train.size);
+  const warmup = Math.round(training.warmupRatio * total);
+  const trainable = o.trainable ?? (() => true);
+  const names = [...model.params.keys()].filter(trainable);
+  const nameOf = new Map<tf.Variable, string>(names.map((n) => [model.params.get(n)!, n]));
+  const modelGroups: ParamGroup[] = [
+    { variables: names.filter(decays).map((n) => model.params.get(n)!), learningRate: training.learningRate, weightDecay: training.weightDecay },
+    { variables: names.filter((n) => !decays(n)).map((n) => model.params.get(n)!), learningRate: training.learningRate, weightDecay: 0 },
+  ];
+  const optimizer = new AdamW([...modelGroups, ...(o.extraGroups ?? [])].filter((g) => g.variables.length > 0));
+  const varList = optimizer.variables;
+  const rng = new Rng(o.seed);
+  const offset = o.stepOffset ?? 0;
+  const needsTeacher = o.teacher !== undefined && o.losses.some((l) => l.needs?.teacher);
+  const teacherHidden = o.losses.some((l) => l.needs?.hiddenStates);
+  let step = 0;
+  let epoch = 0;
+  let metrics: Metrics | undefined;
+  const evalNow = () => {
+    if (!o.dev) return;
+    const ev = evaluate(model, o.dev, {
+      batchSize: Math.max(64, training.batchSize),
+      forward: o.evalForward ?? (() => o.forwardMasks?.(offset + step, false) ?? {}),
+    });
+    metrics = { accuracy: ev.accuracy, macroF1: ev.macroF1, loss: ev.loss!, examples: ev.examples };
+    control.emit({ type: 'evaluated', step: offset + step, metrics, ...(o.phase ? { phase: o.phase } : {}) });
+  };
+  try {
+    while (step < total) {
+      control.emit({ type: 'epoch-started', epoch, ...(o.phase ? { phase: o.phase } : {}) });
+      for (const batch of train.batches(training.batchSize, { shuffleSeed: o.seed * 1000 + epoch })) {
+        if (step >= total) break;
+        control.checkpoint();
+        const globalStep = offset + step;
+        const scale = linearSchedule(step, warmup, total);
+        const terms: Record<string, number> = {};
+        tf.tidy(() => {
+          const labels = batch.labels ? tf.tensor1d(batch.labels, 'int32') : undefined;
+          let teacherOut: ForwardOutput | undefined;
+          if (needsTeacher) teacherOut = o.teacher!.forward(batch, { outputHiddenStates: teacherHidden });
+          const kept: Record<string, Scalar> = {};
+          const { value, grads } = tf.variableGrads(() => {
+            const fm = o.forwardMasks?.(globalStep, true) ?? {};
+            const student = model.forward(batch, { ...fm, training: true, rng, outputHiddenStates: teacherHidden });
+            const parts: Record<string, Scalar> = {};
+            for (const loss of o.losses) {
+              Object.assign(parts, loss.compute({ student, ...(teacherOut ? { teacher: teacherOut } : {}), batch, ...(labels ? { labels } : {}), step: globalStep }));
+            }
+            Object.assign(parts, o.extraLoss?.(globalStep) ?? {});
+            const list = Object.values(parts);
+            if (list.length === 0) throw new Error('training: no loss terms (configure at least one loss)');
+            for (const [k, v] of Object.entries(parts)) kept[k] = tf.keep(v);
+            return tf.addN(list) as Scalar;
+          }, varList);
+          const lossValue = value.dataSync()[0]!;
+          if (!Number.isFinite(lossValue)) throw new Error(`training: loss is ${lossValue} at step ${globalStep}`);
+          const byVar = new Map<tf.Variable, Tensor>(varList.map((v) => [v, grads[v.name]!]).filter(([, g]) => g !== undefined) as [tf.Variable, Tensor][]);
+          if (o.onGradients) {
+            const named = new Map<string, Tensor>();
+            for (const [v, g] of byVar) {
+              const n = nameOf.get(v);
+              if (n) named.set(n, g);
+            }
+            o.onGradients(named, globalStep);
+          }
+          // Only the model's parameters are clipped; mask and multiplier groups keep their raw gradients.
+          const modelVars = new Map([...byVar].filter(([v]) => nameOf.has(v)));
+          const { grads: clipped } = clipByGlobalNorm(modelVars, training.maxGradNorm);
+          for (const [v, g] of clipped) byVar.set(v, g);
+          optimizer.apply(byVar, scale);
+          for (const [k, v] of Object.entries(kept)) {
+            terms[k] = v.dataSync()[0]!;
+            v.dispose();
+          }
+          terms['total'] = lossValue;
+        });
+        o.afterStep?.(globalStep);
+        step++;
+        control.emit({
+          type: 'step',
+          step: offset + step,
+          totalSteps: offset + total,
+          epoch,
+          loss: terms as LossTerms,
+          learningRate: training.learningRate * scale,
+          ...(o.phase ? { phase: o.phase } : {}),
+        });
+        if (o.evalEvery && step % o.evalEvery === 0 && step < total) evalNow();
+        if (o.saveCheckpoint && o.checkpointEvery && step % o.checkpointEvery === 0 && step < total) {
+          const path = await o.saveCheckpoint(offset + step);
+          control.emit({ type: 'checkpoint-saved', step: offset + step, path });
+        }
+        // Let the event loop breathe (progress rendering, abort signals) between steps.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      epoch++;
+    }
+    evalNow();
+    if (o.saveCheckpoint) {
+      const path = await o.saveCheckpoint(offset + step);
+      control.emit({ type: 'checkpoint-saved', step: offset + step, path });
+    }
+  } finally {
+    optimizer.dispose();
+  }
+  return metrics ? { steps: step, metrics } : { steps: step };
+}

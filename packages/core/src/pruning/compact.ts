@@ -1,0 +1,126 @@
+import { tf, type Tensor } from '../tf.js';
+import { BertModel, layerParamNames } from '../model/bert.js';
+import type { BertConfig } from '../model/config.js';
+import type { MaskSet } from './masks.js';
+
+const indicesOf = (mask: ArrayLike<number>): number[] => {
+  const out: number[] = [];
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) out.push(i);
+  return out;
+};
+
+/** Original (unpruned) head indices of the current heads of layer `l`. */
+function originalHeads(config: BertConfig, l: number): number[] {
+  const pruned = new Set(config.prunedHeads[String(l)] ?? []);
+  return Array.from({ length: config.numAttentionHeads }, (_, i) => i).filter((i) => !pruned.has(i));
+}
+
+/**
+ * Turns a masked model into a physically smaller one with the same function: drops pruned heads,
+ * FFN neurons and hidden dimensions, and folds fractional mask values into the weights that follow
+ * them (head mask into the value projection, neuron mask into the FFN output rows, block and hidden
+ * masks into output projections, embeddings and LayerNorm affine parameters). Per-weight masks are
+ * multiplied in, so unstructured pruning leaves zeros in the weights. A layer whose attention or FFN
+ * block is entirely gone keeps only its output bias (times its mask) and LayerNorm, which is exactly
+ * what the masked model computes.
+ */
+export function compact(model: BertModel, masks: MaskSet): BertModel {
+  const c = model.config;
+  const H = c.hiddenSize;
+  const d = c.attentionHeadSize;
+  const hidden = masks.hiddenMask;
+  const hKeep = indicesOf(hidden);
+  if (hKeep.length === 0) throw new Error('compact: the hidden mask removes every dimension');
+  const out = new Map<string, Tensor>();
+  const config: BertConfig = structuredClone(c);
+  config.hiddenSize = hKeep.length;
+  const newHeads: number[] = [];
+  const newInter: number[] = [];
+  const data = (n: string): Float32Array => {
+    const w = model.param(n);
+    const v = w.dataSync() as Float32Array;
+    const m = masks.weightMasks.get(n);
+    return m ? v.map((x, i) => x * m[i]!) : v;
+  };
+  const shape = (n: string) => model.param(n).shape;
+  /** Rows and columns of a `[R, C]` (or `[C]`) array, each kept column scaled by `colScale`, each row by `rowScale`. */
+  const take = (src: Float32Array, dims: number[], rows: number[] | null, cols: number[], colScale?: number[], rowScale?: number[]): Tensor => {
+    const C = dims[dims.length - 1]!;
+    if (dims.length === 1) return tf.tensor1d(cols.map((j, k) => src[j]! * (colScale?.[k] ?? 1)));
+    const R = rows ?? Array.from({ length: dims[0]! }, (_, i) => i);
+    const outArr = new Float32Array(R.length * cols.length);
+    R.forEach((i, r) => {
+      const rs = rowScale?.[r] ?? 1;
+      cols.forEach((j, k) => (outArr[r * cols.length + k] = src[i * C + j]! * rs * (colScale?.[k] ?? 1)));
+    });
+    return tf.tensor2d(outArr, [R.length, cols.length]);
+  };
+  const hScale = hKeep.map((i) => hidden[i]!);
+  const put = (n: string, t: Tensor) => out.set(n, t);
+  const all = (k: number) => Array.from({ length: k }, (_, i) => i);
+
+  // Embeddings: the sum is scaled by the hidden mask before LayerNorm; fold into all three tables.
+  for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
+    const n = `bert.embeddings.${e}.weight`;
+    put(n, take(data(n), shape(n), null, hKeep, hScale));
+  }
+  // LayerNorm outputs are scaled by the hidden mask afterwards: fold into gamma and beta.
+  const lnFold = (name: string) => {
+    for (const part of ['weight', 'bias']) put(`${name}.${part}`, take(data(`${name}.${part}`), [H], null, hKeep, hScale));
+  };
+  lnFold('bert.embeddings.LayerNorm');
+
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const n = layerParamNames(l);
+    const mha = masks.mhaMask[l]!;
+    const ffn = masks.ffnMask[l]!;
+    const headMask = masks.headMask[l]!;
+    const heads = mha === 0 ? [] : indicesOf(headMask);
+    newHeads.push(heads.length);
+    const orig = originalHeads(c, l);
+    const removed = orig.filter((_, i) => !heads.includes(i));
+    if (removed.length > 0) config.prunedHeads[String(l)] = [...new Set([...(c.prunedHeads[String(l)] ?? []), ...removed])].sort((a, b) => a - b);
+    const cols = heads.flatMap((h) => Array.from({ length: d }, (_, j) => h * d + j));
+    const colScale = heads.flatMap((h) => Array.from({ length: d }, () => headMask[h]!));
+    for (const proj of [n.query, n.key, n.value]) {
+      // The head mask scales the context, i.e. (probs @ V) * m = probs @ (V * m).
+      const scale = proj === n.value ? colScale : undefined;
+      put(`${proj}.weight`, take(data(`${proj}.weight`), shape(`${proj}.weight`), hKeep, cols, scale));
+      put(`${proj}.bias`, take(data(`${proj}.bias`), shape(`${proj}.bias`), null, cols, scale));
+    }
+    const outScale = hScale.map((h) => h * mha);
+    put(`${n.attnOut}.weight`, take(data(`${n.attnOut}.weight`), shape(`${n.attnOut}.weight`), cols, hKeep, outScale));
+    put(`${n.attnOut}.bias`, take(data(`${n.attnOut}.bias`), [H], null, hKeep, outScale));
+    lnFold(n.attnLn);
+
+    const neuronMask = masks.neuronMask[l]!;
+    const neurons = ffn === 0 ? [] : indicesOf(neuronMask);
+    newInter.push(neurons.length);
+    put(`${n.inter}.weight`, take(data(`${n.inter}.weight`), shape(`${n.inter}.weight`), hKeep, neurons));
+    put(`${n.inter}.bias`, take(data(`${n.inter}.bias`), shape(`${n.inter}.bias`), null, neurons));
+    const ffnScale = hScale.map((h) => h * ffn);
+    // The neuron mask scales activations, i.e. rows of the output projection.
+    put(`${n.out}.weight`, take(data(`${n.out}.weight`), shape(`${n.out}.weight`), neurons, hKeep, ffnScale, neurons.map((i) => neuronMask[i]!)));
+    put(`${n.out}.bias`, take(data(`${n.out}.bias`), [H], null, hKeep, ffnScale));
+    lnFold(n.outLn);
+  }
+  if (model.hasPooler) {
+    // The pooler reads the (masked) [CLS] vector; its output width is not a hidden dimension.
+    const w = 'bert.pooler.dense.weight';
+    put(w, take(data(w), shape(w), hKeep, all(shape(w)[1]!)));
+    put('bert.pooler.dense.bias', model.param('bert.pooler.dense.bias').clone());
+  }
+  if (model.hasClassifier) {
+    put('classifier.weight', take(data('classifier.weight'), shape('classifier.weight'), null, all(model.numLabels)));
+    put('classifier.bias', model.param('classifier.bias').clone());
+  }
+  config.layerHeads = newHeads;
+  config.layerIntermediate = newInter;
+  // Hugging Face derives the head size from hidden_size / num_attention_heads; keep it explicit.
+  config.attentionHeadSize = d;
+  try {
+    return new BertModel(config, out);
+  } finally {
+    for (const t of out.values()) t.dispose();
+  }
+}
