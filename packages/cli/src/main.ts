@@ -93,7 +93,6 @@ async function drive(run: ReturnType<typeof runPruning>, json: boolean): Promise
 export function buildProgram(): Command {
   const program = new Command('topiary')
     .description('Prune BERT-family transformers into smaller, faster models (tfjs).')
-    .version(version(), '-V, --version')
     .addOption(new Option('--backend <name>', 'compute backend').choices([...BACKEND_NAMES, 'auto']).default('wasm'))
     .option('--plugin <module>', 'load a third-party plugin by package name or path (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'machine-readable output: NDJSON events / one JSON document on stdout, logs on stderr', false)
@@ -104,7 +103,6 @@ export function buildProgram(): Command {
   const backend = async () => useBackend(globals().backend);
 
   // --version also reports the backend that would run (the fastest installed, or --backend).
-  program.version(undefined as never);
   program.option('-V, --version', 'print the version and the backend');
   program.on('option:version', () => {
     const g = globals();

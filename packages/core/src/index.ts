@@ -74,6 +74,4 @@ export { MASKS_FILE, loadMasks, saveMasks } from './pruning/mask-io.js';
 export { CubicScheduler, IterativeScheduler, OneShotScheduler } from './pruning/schedulers.js';
 export { resolveParts } from './pruning/spec.js';
 export type { ComponentSpec } from './pruning/spec.js';
-export { StructuredPruner } from './pruning/structured.js';
-export type { LevelReport } from './pruning/structured.js';
 export { corePlugin } from './plugins/builtins.js';

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { tf } from '../tf.js';
+import { accelerateWasm } from './accelerate.js';
 
 /** The compute backends Topiary can run on, fastest first. */
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -75,7 +76,7 @@ export async function useBackend(requested: BackendName | 'auto' = 'auto'): Prom
   const ok = await tf.setBackend(TFJS_NAME[name]);
   if (!ok) throw new BackendError(`backend '${name}' failed to initialise`);
   await tf.ready();
-  const accelerated = acceleratorHooks.flatMap((hook) => hook(name));
+  const accelerated = [...(name === 'wasm' ? accelerateWasm() : []), ...acceleratorHooks.flatMap((hook) => hook(name))];
   active = { name, tfjsBackend: TFJS_NAME[name], accelerated };
   return active;
 }

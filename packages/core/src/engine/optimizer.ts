@@ -6,6 +6,8 @@ export interface ParamGroup {
   weightDecay: number;
   /** Gradient ascent (CoFi's Lagrange multipliers maximize the loss). */
   ascent?: boolean;
+  /** Ignore the warm-up/decay schedule (mask and multiplier groups in CoFi keep a constant rate). */
+  constantRate?: boolean;
 }
 
 /**
@@ -42,7 +44,7 @@ export class AdamW {
     const bc2 = 1 - this.beta2 ** this.t;
     tf.tidy(() => {
       for (const g of this.groups) {
-        const lr = g.learningRate * scale;
+        const lr = g.learningRate * (g.constantRate ? 1 : scale);
         for (const p of g.variables) {
           const grad = grads.get(p);
           if (!grad) continue;

@@ -33,6 +33,8 @@ export interface TrainLoopOptions {
   evalEvery?: number;
   /** Masks for evaluation (default: the training masks at the current step, in eval mode). */
   evalForward?: () => Omit<ForwardOptions, 'training'>;
+  /** Called after each evaluation (e.g. to keep the best model once a constraint holds). */
+  onEvaluated?: (metrics: Metrics, step: number) => void | Promise<void>;
   /** Persist a checkpoint (called every `checkpointEvery` steps and at the end). */
   saveCheckpoint?: (step: number) => Promise<string>;
   checkpointEvery?: number;
@@ -79,7 +81,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   let step = 0;
   let epoch = 0;
   let metrics: Metrics | undefined;
-  const evalNow = () => {
+  const evalNow = async () => {
     if (!o.dev) return;
     const ev = evaluate(model, o.dev, {
       batchSize: Math.max(64, training.batchSize),
@@ -87,6 +89,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
     });
     metrics = { accuracy: ev.accuracy, macroF1: ev.macroF1, loss: ev.loss!, examples: ev.examples };
     control.emit({ type: 'evaluated', step: offset + step, metrics, ...(o.phase ? { phase: o.phase } : {}) });
+    await o.onEvaluated?.(metrics, offset + step);
   };
   try {
     while (step < total) {
@@ -148,7 +151,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
           learningRate: training.learningRate * scale,
           ...(o.phase ? { phase: o.phase } : {}),
         });
-        if (o.evalEvery && step % o.evalEvery === 0 && step < total) evalNow();
+        if (o.evalEvery && step % o.evalEvery === 0 && step < total) await evalNow();
         if (o.saveCheckpoint && o.checkpointEvery && step % o.checkpointEvery === 0 && step < total) {
           const path = await o.saveCheckpoint(offset + step);
           control.emit({ type: 'checkpoint-saved', step: offset + step, path });
@@ -158,7 +161,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       }
       epoch++;
     }
-    evalNow();
+    await evalNow();
     if (o.saveCheckpoint) {
       const path = await o.saveCheckpoint(offset + step);
       control.emit({ type: 'checkpoint-saved', step: offset + step, path });

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// The built binary, as a user runs it (`npm test` builds first).
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const bin = path.join(root, 'packages/cli/dist/bin.js');
+const tinyModel = path.join(root, 'examples/models/bert-tiny-wordnet-supersense');
+
+function topiary(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe.runIf(existsSync(bin))('topiary binary', () => {
+  it('plugins --json lists the built-in ids with their packages', () => {
+    const r = topiary('plugins', '--json');
+    expect(r.code).toBe(0);
+    const list = JSON.parse(r.stdout) as { id: string; kind: string; plugin: string }[];
+    const ids = list.map((c) => `${c.kind}:${c.id}`);
+    for (const id of ['scheduler:one-shot', 'scheduler:iterative', 'loss:kd', 'pruner:structured', 'criterion:magnitude', 'criterion:random', 'criterion:first-order']) {
+      expect(ids).toContain(id);
+    }
+    expect(list.find((c) => c.id === 'first-order')?.plugin).toBe('@topiary/criteria-firstorder');
+  });
+
+  it('--plugin loads a third-party plugin by path', () => {
+    const r = topiary('--plugin', 'packages/cli/test-fixtures/topiary-plugin-fixture/index.js', 'plugins', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toContainEqual(expect.objectContaining({ id: 'fixture-constant', plugin: 'topiary-plugin-fixture' }));
+  });
+
+  it('inspect --json reports shapes and parameter counts', () => {
+    const r = topiary('inspect', tinyModel, '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ layers: 2, hiddenSize: 128, heads: [2, 2], intermediate: [512, 512], encoderSparsity: 0 });
+    // 2 layers x (4 x (128x128 + 128) + 2 x 128x512 + 512 + 128)
+    expect(j.encoderParams).toBe(2 * (4 * (128 * 128 + 128) + 2 * 128 * 512 + 512 + 128));
+    expect(j.totalParams).toBeGreaterThan(1_400_000);
+  });
+
+  it('exits 2 naming the field on a bad config', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    const cfg = path.join(dir, 'bad.yaml');
+    writeFileSync(cfg, 'method: structured\nmodel: m\ndata: { train: a.jsonl }\ntargetSparsity: 1.5\n');
+    const r = topiary('run', cfg);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('data.dev');
+    expect(r.stderr).toContain('targetSparsity');
+  });
+
+  it('exits 2 on an unknown option and 0 on --help', () => {
+    expect(topiary('--no-such-flag').code).toBe(2);
+    const h = topiary('--help');
+    expect(h.code).toBe(0);
+    expect(h.stdout).toContain('run <config>');
+  });
+
+  it('--version reports the backend', () => {
+    const r = topiary('--json', '--version');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ version: '0.1.0', backend: 'wasm' });
+  });
+});
