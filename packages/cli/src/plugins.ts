@@ -2,11 +2,13 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { corePlugin, type TopiaryPlugin } from '@topiary/core';
+import { magnitudePlugin } from '@topiary/criteria-magnitude';
+import { firstOrderPlugin } from '@topiary/criteria-firstorder';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin()];
 }
 
 function isPath(spec: string): boolean {

@@ -2,6 +2,7 @@ import type { DependencyContainer } from 'tsyringe';
 import { provide, type TopiaryPlugin } from './plugin.js';
 import { CubicScheduler, IterativeScheduler, OneShotScheduler } from '../pruning/schedulers.js';
 import { CrossEntropyLoss, KdLoss, type KdOptions } from '../engine/losses.js';
+import { StructuredPruner } from '../pruning/structured.js';
 
 /** Core's own components, registered into every run's container like any plugin. */
 export function corePlugin(): TopiaryPlugin {
@@ -19,6 +20,12 @@ export function corePlugin(): TopiaryPlugin {
       });
       provide(container, { kind: 'loss', id: 'kd', description: 'prediction distillation: KL(teacher_T || student_T) T^2 mixed with cross-entropy', create: (o) => new KdLoss(o as KdOptions) });
       provide(container, { kind: 'loss', id: 'ce', description: 'task cross-entropy', create: (o) => new CrossEntropyLoss((o['weight'] as number | undefined) ?? 1) });
+      provide(container, {
+        kind: 'pruner',
+        id: 'structured',
+        description: 'structured head and FFN-neuron pruning by any criterion, one-shot or iterative, with fine-tuning',
+        create: (o) => new StructuredPruner(o),
+      });
     },
   };
 }

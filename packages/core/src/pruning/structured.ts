@@ -1,0 +1,107 @@
+import { groupKey, type PrunableGroup, type PruneContext, type PruneResult, type Pruner } from '../contracts.js';
+import { trainLoop } from '../engine/train.js';
+import { evaluate } from '../engine/evaluate.js';
+import { bindMasks } from './masks.js';
+import { resolveParts } from './spec.js';
+import { determinePruningSequence, pruneHeadMask, pruneNeuronMask } from './selection.js';
+
+export interface LevelReport {
+  level: number;
+  targetSparsity: number;
+  encoderSparsity: number;
+  accuracy?: number;
+  heads: number;
+  neurons: number;
+}
+
+/**
+ * Structured pruning of attention heads and FFN neurons by any importance criterion: for each level of
+ * the schedule, score heads and neurons at the current masks, remove the least important ones (the
+ * reference's selection: a global ranking, at least `minHeadsPerLayer` heads kept per layer), then
+ * fine-tune with the configured losses. One-shot is the one-level case.
+ */
+export class StructuredPruner implements Pruner {
+  readonly id = 'structured';
+  constructor(private readonly defaults: Record<string, unknown> = {}) {}
+
+  async run(ctx: PruneContext): Promise<PruneResult> {
+    const opts = { ...this.defaults, ...ctx.options };
+    const { criterion, scheduler, losses } = resolveParts({ ...ctx, options: opts }, { criterion: 'first-order', scheduler: 'iterative' });
+    if (!criterion || !scheduler) throw new Error('structured: needs a criterion and a scheduler');
+    for (const k of ['head', 'neuron'] as const) {
+      if (!criterion.kinds.includes(k)) throw new Error(`structured: criterion '${criterion.id}' cannot score ${k}s (it scores ${criterion.kinds.join(', ')})`);
+    }
+    const minHeads = Number(opts['minHeadsPerLayer'] ?? 1);
+    const scoreBatches = Number(opts['scoreBatches'] ?? 32);
+    const { model, masks, control } = ctx;
+    bindMasks(masks, model);
+    const c = model.config;
+    const totalHeads = c.layerHeads.reduce((a, b) => a + b, 0);
+    const totalNeurons = c.layerIntermediate.reduce((a, b) => a + b, 0);
+    const total = ctx.training.maxSteps ?? Math.ceil(ctx.train.size / ctx.training.batchSize) * (ctx.training.epochs ?? 1);
+    const levels = scheduler.levels(total);
+    // Percentages rounded so that e.g. 0.29 * 100 does not truncate one unit short.
+    const percents = levels.map((l) => Math.round(l.sparsity * 100 * 1e9) / 1e9);
+    const sequence = determinePruningSequence(percents, totalHeads, totalNeurons, { layers: c.layerHeads.length, minHeadsPerLayer: minHeads });
+    const groups: PrunableGroup[] = c.layerHeads.flatMap((a, l) => [
+      { kind: 'head' as const, layer: l, size: a },
+      { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
+    ]);
+    const reports: LevelReport[] = [];
+    let offset = 0;
+    for (const [i, level] of levels.entries()) {
+      control.checkpoint();
+      const scores = await criterion.score(groups, {
+        model,
+        masks,
+        batches: function* () {
+          let n = 0;
+          for (const b of ctx.train.batches(ctx.training.batchSize, { shuffleSeed: ctx.seed + 7919 * (i + 1) })) {
+            if (n++ >= scoreBatches) return;
+            yield b;
+          }
+        },
+        ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
+        control,
+      });
+      const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
+      const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
+      masks.headMask = pruneHeadMask(headImportance, masks.headMask, sequence.heads[i]!, minHeads);
+      masks.neuronMask = pruneNeuronMask(neuronImportance, masks.neuronMask, sequence.neurons[i]!);
+      const sparsity = masks.sparsity(model);
+      control.emit({ type: 'masks-updated', step: offset, sparsity, level: i + 1, target: level.sparsity });
+      let accuracy: number | undefined;
+      if (level.steps > 0) {
+        const res = await trainLoop({
+          model,
+          train: ctx.train,
+          dev: ctx.dev,
+          ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
+          losses,
+          training: { ...ctx.training, maxSteps: level.steps },
+          seed: ctx.seed + i,
+          control,
+          forwardMasks: () => masks.toTensors(),
+          phase: `level ${i + 1}/${levels.length}`,
+          stepOffset: offset,
+        });
+        offset += res.steps;
+        accuracy = res.metrics?.accuracy;
+      } else {
+        accuracy = evaluate(model, ctx.dev, { forward: () => masks.toTensors() }).accuracy;
+      }
+      for (const loss of losses) await loss.onLevelEnd?.({ ...ctx, options: opts }, i);
+      reports.push({
+        level: i + 1,
+        targetSparsity: level.sparsity,
+        encoderSparsity: sparsity.encoderSparsity,
+        ...(accuracy !== undefined ? { accuracy } : {}),
+        heads: masks.headMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+        neurons: masks.neuronMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+      });
+    }
+    criterion.dispose?.();
+    for (const loss of losses) loss.dispose?.();
+    return { model, masks, report: { levels: reports } };
+  }
+}

@@ -1,0 +1,68 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { MaskSet, loadBert, tf, type Batch } from '@topiary/core';
+import { golden, modelDir } from '../../core/src/test-support/shared.js';
+import { testBackend } from '../../core/src/test-support/backend.js';
+import { FirstOrderCriterion } from './firstorder.js';
+
+function goldenBatch(g: any): Batch {
+  const s = g.single;
+  return {
+    batchSize: s.input_ids.length,
+    seqLen: s.input_ids[0].length,
+    inputIds: Int32Array.from(s.input_ids.flat()),
+    attentionMask: Int32Array.from(s.attention_mask.flat()),
+    tokenTypeIds: Int32Array.from(s.token_type_ids.flat()),
+    labels: Int32Array.from(g.labels),
+  };
+}
+
+const relErr = (got: ArrayLike<number>, want: number[]) => {
+  const scale = Math.max(...want.map(Math.abs));
+  return Math.max(...want.map((w, i) => Math.abs(got[i]! - w))) / scale;
+};
+
+describe('first-order criterion (Hugging Face goldens)', () => {
+  beforeAll(testBackend);
+
+  for (const name of ['bert-tiny', 'bert-mini']) {
+    it(`matches |dL/dm| of heads and neurons on ${name} to 1e-4 relative`, async () => {
+      const g = golden(`${name}-golden.json`);
+      const model = await loadBert(modelDir(`${name}-wordnet-supersense`));
+      const masks = MaskSet.ones(model);
+      const groups = model.config.layerHeads.flatMap((a, l) => [
+        { kind: 'head' as const, layer: l, size: a },
+        { kind: 'neuron' as const, layer: l, size: model.config.layerIntermediate[l]! },
+      ]);
+      const batch = goldenBatch(g);
+      const raw = await new FirstOrderCriterion({ normalize: false }).score(groups, { model, masks, batches: () => [batch] });
+      g.first_order.head_importance.forEach((row: number[], l: number) => expect(relErr(raw.get(`head:${l}`)!, row)).toBeLessThan(1e-4));
+      g.first_order.neuron_importance.forEach((row: number[], l: number) => expect(relErr(raw.get(`neuron:${l}`)!, row)).toBeLessThan(1e-4));
+      // Per-layer normalisation divides by the layer's L2 norm; accumulation sums over batches.
+      const norm = await new FirstOrderCriterion().score(groups, { model, masks, batches: () => [batch, batch] });
+      const row = g.first_order.head_importance[0] as number[];
+      const l2 = Math.hypot(...row);
+      expect(relErr(norm.get('head:0')!, row.map((v) => v / l2))).toBeLessThan(1e-4);
+      model.dispose();
+    });
+  }
+
+  it('scores weights by |w dL/dw| (the magnitude of the movement goldens)', async () => {
+    const g = golden('bert-tiny-golden.json');
+    const model = await loadBert(modelDir('bert-tiny-wordnet-supersense'));
+    const param = 'bert.encoder.layer.0.attention.self.query.weight';
+    const scores = await new FirstOrderCriterion().score([{ kind: 'weight', param, size: model.params.get(param)!.size }], {
+      model,
+      masks: MaskSet.ones(model),
+      batches: () => [goldenBatch(g)],
+    });
+    // Golden is [out, in]; ours [in, out].
+    const want = tf.tidy(() => tf.tensor2d(g.movement[param]).abs().transpose().dataSync());
+    expect(relErr(scores.get(`weight:${param}`)!, Array.from(want))).toBeLessThan(1e-4);
+    model.dispose();
+  });
+
+  it('refuses groups it cannot score and a kd loss without a teacher', async () => {
+    await expect(new FirstOrderCriterion().score([{ kind: 'hidden', size: 4 }], {} as never)).rejects.toThrow(/cannot score 'hidden'/);
+    expect(() => new FirstOrderCriterion({ loss: 'mse' as never })).toThrow(/option 'loss'/);
+  });
+});

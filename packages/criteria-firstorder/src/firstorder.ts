@@ -1,0 +1,118 @@
+import {
+  crossEntropy,
+  groupKey,
+  kdLoss,
+  normalizePerLayer,
+  tf,
+  type Batch,
+  type CriterionContext,
+  type ForwardOutput,
+  type GroupKind,
+  type ImportanceCriterion,
+  type PrunableGroup,
+  type Scalar,
+  type Scores,
+  type Tensor,
+} from '@topiary/core';
+
+export interface FirstOrderOptions {
+  /** Divide each layer's head and neuron scores by their L2 norm (Michel et al.; the reference default). */
+  normalize?: boolean;
+  /** Loss to differentiate: `ce` (task cross-entropy, default) or `kd` (distillation from the teacher, temperature `temperature`). */
+  loss?: 'ce' | 'kd';
+  temperature?: number;
+  /** Batches to accumulate over (the pruner may also limit the batches it passes). */
+  maxBatches?: number;
+}
+
+/**
+ * `first-order`: the Taylor importance of mask variables (Molchanov et al. 2017; Michel et al. 2019;
+ * CAP-f): |dL/dm| for every head and FFN-neuron mask at the current masks, accumulated over batches
+ * (the absolute value is taken per batch, then summed, as the reference does), with the model in
+ * evaluation mode; for weights, |w * dL/dw| accumulated the same way.
+ */
+export class FirstOrderCriterion implements ImportanceCriterion {
+  readonly id = 'first-order';
+  readonly kinds: readonly GroupKind[] = ['head', 'neuron', 'weight'];
+  private readonly normalize: boolean;
+  private readonly lossKind: 'ce' | 'kd';
+  private readonly temperature: number;
+  private readonly maxBatches: number;
+
+  constructor(opts: FirstOrderOptions = {}) {
+    this.normalize = opts.normalize ?? true;
+    this.lossKind = opts.loss ?? 'ce';
+    if (this.lossKind !== 'ce' && this.lossKind !== 'kd') throw new Error(`first-order: option 'loss' must be 'ce' or 'kd', got ${JSON.stringify(opts.loss)}`);
+    this.temperature = opts.temperature ?? 2;
+    this.maxBatches = opts.maxBatches ?? Infinity;
+  }
+
+  private lossOf(ctx: CriterionContext, out: ForwardOutput, batch: Batch): Scalar {
+    if (ctx.loss) return ctx.loss(out, batch);
+    if (this.lossKind === 'kd') {
+      if (!ctx.teacher) throw new Error("first-order: option loss 'kd' needs a teacher model");
+      const t = ctx.teacher.forward(batch).logits!;
+      return kdLoss(out.logits!, t, this.temperature);
+    }
+    if (!batch.labels) throw new Error('first-order: the scoring batches have no labels (task cross-entropy needs them)');
+    return crossEntropy(out.logits!, tf.tensor1d(batch.labels, 'int32'));
+  }
+
+  async score(groups: PrunableGroup[], ctx: CriterionContext): Promise<Scores> {
+    for (const g of groups) {
+      if (!this.kinds.includes(g.kind)) throw new Error(`first-order: cannot score '${g.kind}' groups (it scores ${this.kinds.join(', ')})`);
+    }
+    const { model, masks } = ctx;
+    const L = model.config.numHiddenLayers;
+    const head = masks.headMask.map((m) => new Float64Array(m.length));
+    const neuron = masks.neuronMask.map((m) => new Float64Array(m.length));
+    const weightNames = groups.filter((g) => g.kind === 'weight').map((g) => g.param!);
+    const weight = new Map(weightNames.map((n) => [n, new Float64Array(model.params.get(n)!.size)]));
+    const wantStructures = groups.some((g) => g.kind === 'head' || g.kind === 'neuron');
+    let n = 0;
+    for (const batch of ctx.batches()) {
+      if (n++ >= this.maxBatches) break;
+      ctx.control?.checkpoint();
+      tf.tidy(() => {
+        const { masks: fixed, weightMasks } = masks.toTensors();
+        if (wantStructures) {
+          const headT = masks.headMask.map((m) => tf.tensor1d(m));
+          const neuronT = masks.neuronMask.map((m) => tf.tensor1d(m));
+          const f = (...xs: Tensor[]) => {
+            const out = model.forward(batch, { masks: { ...fixed, headMask: xs.slice(0, L), neuronMask: xs.slice(L) }, weightMasks });
+            return this.lossOf(ctx, out, batch);
+          };
+          const grads = tf.grads(f)([...headT, ...neuronT]);
+          grads.forEach((g, i) => {
+            const v = g.abs().dataSync();
+            const acc = i < L ? head[i]! : neuron[i - L]!;
+            for (let j = 0; j < v.length; j++) acc[j]! += v[j]!;
+          });
+        }
+        if (weightNames.length > 0) {
+          const vars = weightNames.map((nm) => model.params.get(nm)!);
+          const { grads } = tf.variableGrads(() => this.lossOf(ctx, model.forward(batch, { masks: fixed, weightMasks }), batch), vars);
+          for (const nm of weightNames) {
+            const v = grads[model.params.get(nm)!.name]!.mul(model.params.get(nm)!).abs().dataSync();
+            const acc = weight.get(nm)!;
+            for (let j = 0; j < v.length; j++) acc[j]! += v[j]!;
+          }
+        }
+      });
+    }
+    if (n === 0) throw new Error('first-order: no batches to score on');
+    let headScores: Float32Array[] = head.map((a) => Float32Array.from(a));
+    let neuronScores: Float32Array[] = neuron.map((a) => Float32Array.from(a));
+    if (this.normalize) {
+      headScores = normalizePerLayer(headScores);
+      neuronScores = normalizePerLayer(neuronScores);
+    }
+    const scores: Scores = new Map();
+    for (const g of groups) {
+      if (g.kind === 'head') scores.set(groupKey(g), headScores[g.layer!]!);
+      else if (g.kind === 'neuron') scores.set(groupKey(g), neuronScores[g.layer!]!);
+      else scores.set(groupKey(g), Float32Array.from(weight.get(g.param!)!));
+    }
+    return scores;
+  }
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+// `npm run bench`: training-step and inference speed of bert-tiny and bert-mini shapes (batch 32 x 64
+// tokens) on every available backend, next to this machine's float32 GEMM ceiling measured in the same
+// run with numpy. Also: wasm with and without Topiary's replacement matMul kernel, and inference of a
+// compacted model with a quarter of the encoder FLOPs against the dense one. Not a test: it prints.
+//
+// Options: --models tiny,mini  --backends wasm,cpu  --steps N  --json-only
+import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  AdamW,
+  BACKEND_NAMES,
+  MaskSet,
+  accelerateWasm,
+  compact,
+  crossEntropy,
+  isBackendInstalled,
+  loadBert,
+  tf,
+  useBackend,
+} from '@topiary/core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const MODELS = {
+  tiny: path.join(ROOT, 'examples/models/bert-tiny-wordnet-supersense'),
+  mini: path.join(ROOT, '../shared/models/bert-mini-wordnet-supersense'),
+};
+const B = 32;
+const T = 64;
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : dflt;
+};
+const models = arg('models', 'tiny,mini').split(',');
+const steps = Number(arg('steps', '5'));
+const backends = arg('backends', BACKEND_NAMES.filter((b) => b !== 'cpu' && isBackendInstalled(b)).join(',')).split(',');
+
+/** FLOPs of one forward pass from the model's shape: linear layers (2 per multiply-add) and attention. */
+function forwardFlops(config) {
+  const H = config.hiddenSize;
+  const d = config.attentionHeadSize;
+  let f = 0;
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    const A = config.layerHeads[l];
+    const I = config.layerIntermediate[l];
+    f += 2 * B * T * (3 * H * A * d + A * d * H); // Q, K, V, attention output
+    f += 2 * B * A * T * T * d * 2; // scores and context
+    f += 2 * B * T * (H * I + I * H); // FFN
+  }
+  f += 2 * B * H * H + 2 * B * H * config.id2label.length; // pooler and classifier
+  return f;
+}
+
+function randomBatch(vocab) {
+  const inputIds = new Int32Array(B * T);
+  for (let i = 0; i < inputIds.length; i++) inputIds[i] = 1000 + ((i * 7919) % (vocab - 1000));
+  return {
+    batchSize: B,
+    seqLen: T,
+    inputIds,
+    attentionMask: new Int32Array(B * T).fill(1),
+    tokenTypeIds: new Int32Array(B * T),
+    labels: Int32Array.from({ length: B }, (_, i) => i % 10),
+  };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timeTrainStep(model, batch) {
+  const vars = [...model.params.values()];
+  const opt = new AdamW([{ variables: vars, learningRate: 1e-5, weightDecay: 0.01 }]);
+  const labels = tf.tensor1d(batch.labels, 'int32');
+  const step = () =>
+    tf.tidy(() => {
+      const { grads } = tf.variableGrads(() => crossEntropy(model.forward(batch, { training: true }).logits, labels), vars);
+      opt.apply(new Map(vars.map((v) => [v, grads[v.name]])));
+    });
+  step(); // warm-up: kernel compilation, moment allocation
+  await tf.ready();
+  const times = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    step();
+    vars[0].dataSync(); // wait for the update
+    times.push(performance.now() - t0);
+  }
+  labels.dispose();
+  opt.dispose();
+  return median(times);
+}
+
+function timeInference(model, batch) {
+  const run = () => tf.tidy(() => model.forward(batch).logits.dataSync());
+  run();
+  const times = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    run();
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+function gemmCeiling() {
+  const py = `
+import numpy as np, time, json
+n = 2048
+a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+a @ b
+ts = []
+for _ in range(5):
+    t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+print(json.dumps({"gflops": 2 * n**3 / min(ts) / 1e9}))`;
+  try {
+    return JSON.parse(execFileSync('python3', ['-c', py], { encoding: 'utf8' })).gflops;
+  } catch (e) {
+    console.error(`bench: numpy GEMM ceiling unavailable (${e.message.split('\n')[0]})`);
+    return NaN;
+  }
+}
+
+const rows = [];
+const ceilingGflops = gemmCeiling();
+console.error(`GEMM ceiling (numpy float32 2048^3, best of 5): ${ceilingGflops.toFixed(1)} GFLOP/s`);
+
+const variants = backends.flatMap((b) => (b === 'wasm' ? [['wasm', true], ['wasm', false]] : [[b, true]]));
+for (const [backend, fast] of variants) {
+  await useBackend(backend);
+  if (backend === 'wasm') accelerateWasm(fast);
+  const label = backend === 'wasm' ? (fast ? 'wasm' : 'wasm (no Topiary matMul)') : backend;
+  for (const m of models) {
+    const model = await loadBert(MODELS[m]);
+    const batch = randomBatch(model.config.vocabSize);
+    const flops = forwardFlops(model.config);
+    const trainStepMs = await timeTrainStep(model, batch);
+    const inferMs = timeInference(model, batch);
+    const trainGflops = (3 * flops) / (trainStepMs / 1000) / 1e9;
+    const row = {
+      model: `bert-${m}`,
+      backend: label,
+      trainStepMs: +trainStepMs.toFixed(1),
+      trainGflops: +trainGflops.toFixed(2),
+      inferMs: +inferMs.toFixed(1),
+      inferExamplesPerS: +((B / inferMs) * 1000).toFixed(1),
+      ceilingGflops: +ceilingGflops.toFixed(1),
+      ratio: +(trainGflops / ceilingGflops).toFixed(3),
+    };
+    // A compacted model with a quarter of the encoder FLOPs: keep half the heads and a quarter of the neurons.
+    if (fast) {
+      const masks = MaskSet.ones(model);
+      masks.headMask = masks.headMask.map((h) => h.map((_, i) => (i < Math.max(1, h.length / 4) ? 1 : 0)));
+      masks.neuronMask = masks.neuronMask.map((n) => n.map((_, i) => (i < n.length / 4 ? 1 : 0)));
+      const small = compact(model, masks);
+      const smallMs = timeInference(small, batch);
+      row.compactedFlopsFraction = +(forwardFlops(small.config) / flops).toFixed(3);
+      row.compactedInferSpeedup = +(inferMs / smallMs).toFixed(2);
+      small.dispose();
+    }
+    rows.push(row);
+    console.error(JSON.stringify(row));
+    model.dispose();
+  }
+}
+
+const header = ['model', 'backend', 'trainStepMs', 'trainGflops', 'ratio', 'inferExamplesPerS', 'compactedFlopsFraction', 'compactedInferSpeedup'];
+console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
+for (const r of rows) console.log(`| ${header.map((h) => r[h] ?? '').join(' | ')} |`);
+const byModel = (m) => rows.filter((r) => r.model === m);
+for (const m of models.map((x) => `bert-${x}`)) {
+  const fast = byModel(m).find((r) => r.backend === 'wasm');
+  const slow = byModel(m).find((r) => r.backend !== 'wasm' && r.backend.startsWith('wasm'));
+  if (fast && slow) console.log(`${m}: Topiary matMul speeds the wasm training step up ${(slow.trainStepMs / fast.trainStepMs).toFixed(2)}x`);
+}
+console.log(JSON.stringify({ ceilingGflops, batch: B, tokens: T, results: rows }));
