@@ -75,7 +75,7 @@ export { CubicScheduler, IterativeScheduler, OneShotScheduler } from './pruning/
 export { resolveParts } from './pruning/spec.js';
 export type { ComponentSpec } from './pruning/spec.js';
 export { corePlugin } from './plugins/builtins.js';
-export { StructuredPruner } from './pruning/structured.js';
+export { StructuredPruner, UnstructuredPruner } from './pruning/structured.js';
 export type { LevelReport } from './pruning/structured.js';
 export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
 export type { PruningSequence } from './pruning/selection.js';

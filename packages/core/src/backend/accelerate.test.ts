@@ -21,7 +21,7 @@ describe('wasm replacement kernels', () => {
   });
 
   it('reports the kernels it registered', () => {
-    expect(accelerateWasm(true)).toEqual(['UnsortedSegmentSum', 'BatchMatMul']);
+    expect(accelerateWasm(true)).toEqual(['UnsortedSegmentSum', 'BatchMatMul', 'GatherV2']);
   });
 
   it('unsortedSegmentSum matches the cpu kernel, dropping out-of-range ids', async () => {
@@ -58,4 +58,25 @@ describe('wasm replacement kernels', () => {
       expect(tf.memory().numTensors).toBe(before);
     });
   }
+
+  it('batched attention-shaped matMul (rank 4, every transpose) matches cpu', async () => {
+    for (const [ta, tb] of [[false, true], [true, false]] as const) {
+      const f = () => tf.tidy(() => tf.matMul(rand([3, 2, 6, 4], 6), rand([3, 2, 6, 4], 7), ta, tb));
+      const want = await onCpu(f);
+      const got = f();
+      const g = got.dataSync();
+      for (let i = 0; i < want.length; i++) expect(g[i]).toBeCloseTo(want[i]!, 5);
+      got.dispose();
+    }
+  });
+
+  it('row gather matches cpu and rejects an out-of-range index naming it', async () => {
+    const f = () => tf.tidy(() => tf.gather(rand([10, 3], 8), tf.tensor2d([[1, 9], [0, 1]], [2, 2], 'int32')));
+    const want = await onCpu(f);
+    const got = f();
+    expect(got.shape).toEqual([2, 2, 3]);
+    expect(Array.from(got.dataSync())).toEqual(Array.from(want));
+    got.dispose();
+    expect(() => tf.tidy(() => tf.gather(rand([4, 3], 8), tf.tensor1d([4], 'int32')))).toThrow(/index 4/);
+  });
 });

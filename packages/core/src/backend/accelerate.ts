@@ -7,7 +7,9 @@ import { tf } from '../tf.js';
  *   embedding lookup) needs it: without it, training with trainable embeddings fails on wasm.
  * - `BatchMatMul` with `transposeA`/`transposeB` runs 10-45x slower in wasm's XNNPACK path than
  *   without, and every backward pass of a linear layer uses it. Transposing explicitly first and
- *   calling the untransposed kernel is much faster (see `npm run bench`).
+ *   calling the untransposed kernel is much faster (see `npm run bench`); batched products go
+ *   matrix by matrix through the fast single-matrix path.
+ * - Row `GatherV2` (embedding lookups) is much faster as plain row copies.
  */
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -64,51 +66,117 @@ function transposeLastTwo(backend: WasmBackend, transpose: KernelFunc, t: tf.Ten
   return transpose({ inputs: { x: t }, backend: backend as unknown as tf.KernelBackend, attrs: { perm } }) as tf.TensorInfo;
 }
 
+/** Copies `count` floats from one wasm tensor to another (views re-read: allocation may grow the heap). */
+function copyHeap(backend: WasmBackend, from: tf.TensorInfo, fromOffset: number, to: tf.TensorInfo, toOffset: number, count: number): void {
+  const src = backend.typedArrayFromHeap(from) as Float32Array;
+  const dst = backend.typedArrayFromHeap(to) as Float32Array;
+  dst.set(src.subarray(fromOffset, fromOffset + count), toOffset);
+}
+
+/**
+ * wasm multiplies batched matrices (attention's `[batch, heads, seq, seq]` products) with a slow
+ * generic loop, at a fraction of its single-matrix speed; multiplying each matrix of the batch
+ * through the fast single-matrix path is several times faster.
+ */
+function perMatrix(backend: WasmBackend, original: KernelFunc, a: tf.TensorInfo, b: tf.TensorInfo, attrs: tf.NamedAttrMap): tf.TensorInfo | undefined {
+  const r = a.shape.length;
+  if (r < 3 || b.shape.length !== r || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const batchShape = a.shape.slice(0, r - 2);
+  if (batchShape.some((d, i) => d !== b.shape[i])) return undefined; // broadcasting: leave to wasm
+  const batches = batchShape.reduce((x, y) => x * y, 1);
+  if (batches === 1) return undefined;
+  const [m, k] = a.shape.slice(r - 2) as [number, number];
+  const n = b.shape[r - 1]!;
+  const out = backend.makeOutput([...batchShape, m, n], 'float32');
+  const kb = backend as unknown as tf.KernelBackend;
+  for (let i = 0; i < batches; i++) {
+    const ai = backend.makeOutput([1, m, k], 'float32');
+    copyHeap(backend, a, i * m * k, ai, 0, m * k);
+    const bi = backend.makeOutput([1, k, n], 'float32');
+    copyHeap(backend, b, i * k * n, bi, 0, k * n);
+    const ri = original({ inputs: { a: ai, b: bi }, backend: kb, attrs: { ...attrs, transposeA: false, transposeB: false } }) as tf.TensorInfo;
+    copyHeap(backend, ri, 0, out, i * m * n, m * n);
+    backend.disposeData(ai.dataId);
+    backend.disposeData(bi.dataId);
+    backend.disposeData(ri.dataId);
+  }
+  return out;
+}
+
 function wrapBatchMatMul(original: KernelFunc, transpose: KernelFunc): KernelFunc {
   return ({ inputs, backend, attrs }) => {
     const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
-    if (!transposeA && !transposeB) return original({ inputs, backend, attrs });
     const wasm = backend as unknown as WasmBackend;
     const a2 = transposeA ? transposeLastTwo(wasm, transpose, a) : a;
     const b2 = transposeB ? transposeLastTwo(wasm, transpose, b) : b;
-    const out = original({ inputs: { a: a2, b: b2 }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
+    const plain = { ...attrs, transposeA: false, transposeB: false };
+    const out = perMatrix(wasm, original, a2, b2, plain) ?? (original({ inputs: { a: a2, b: b2 }, backend, attrs: plain }) as tf.TensorInfo);
     if (a2 !== a) wasm.disposeData(a2.dataId);
     if (b2 !== b) wasm.disposeData(b2.dataId);
     return out;
   };
 }
 
+/** Row gather (`gather(x, indices)` on axis 0, as embedding lookups do) as plain row copies; otherwise wasm's own. */
+function wrapGather(original: KernelFunc): KernelFunc {
+  return (args) => {
+    const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
+    const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims: number };
+    if (axis !== 0 || batchDims !== 0 || x.dtype !== 'float32' || x.shape.length !== 2) return original(args);
+    const wasm = args.backend as unknown as WasmBackend;
+    const rows = x.shape[0]!;
+    const width = x.shape[1]!;
+    const out = wasm.makeOutput([...indices.shape, width], 'float32');
+    const idx = wasm.typedArrayFromHeap(indices) as Int32Array;
+    const src = wasm.typedArrayFromHeap(x) as Float32Array;
+    const dst = wasm.typedArrayFromHeap(out) as Float32Array;
+    for (let i = 0; i < idx.length; i++) {
+      const r = idx[i]!;
+      if (!(r >= 0 && r < rows)) throw new Error(`gather: index ${r} is not in [0, ${rows - 1}]`);
+      dst.set(src.subarray(r * width, (r + 1) * width), i * width);
+    }
+    return out;
+  };
+}
+
 /**
  * Registers the wasm kernels once; returns the names of the kernels added or replaced.
- * `UnsortedSegmentSum` is always added (training needs it); the faster `BatchMatMul` only when
- * `fastMatMul` is set, so a benchmark can measure the difference side by side.
+ * `UnsortedSegmentSum` is always added (training needs it); the faster `BatchMatMul` and
+ * `GatherV2` only when `fast` is set, so a benchmark can measure the difference side by side.
  */
-export function accelerateWasm(fastMatMul = accelerationEnabled()): string[] {
+export function accelerateWasm(fast = accelerationEnabled()): string[] {
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm });
   }
   const names = ['UnsortedSegmentSum'];
-  const current = tf.getKernel('BatchMatMul', 'wasm');
-  if (current && fastMatMul !== (current.kernelFunc === wrapped)) {
-    tf.unregisterKernel('BatchMatMul', 'wasm');
-    if (fastMatMul) {
-      originalBatchMatMul = current.kernelFunc;
-      const transpose = tf.getKernel('Transpose', 'wasm')!.kernelFunc;
-      wrapped = wrapBatchMatMul(originalBatchMatMul, transpose);
-      tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: wrapped });
-    } else {
-      tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: originalBatchMatMul! });
+  const replacements: Record<string, (original: KernelFunc) => KernelFunc> = {
+    BatchMatMul: (original) => wrapBatchMatMul(original, tf.getKernel('Transpose', 'wasm')!.kernelFunc),
+    GatherV2: (original) => wrapGather(original),
+  };
+  for (const [name, make] of Object.entries(replacements)) {
+    const current = tf.getKernel(name, 'wasm');
+    if (!current) continue;
+    const isReplaced = replaced.has(name) && current.kernelFunc === replaced.get(name)!.kernelFunc;
+    if (fast !== isReplaced) {
+      tf.unregisterKernel(name, 'wasm');
+      if (fast) {
+        const kernelFunc = make(current.kernelFunc);
+        replaced.set(name, { original: current.kernelFunc, kernelFunc });
+        tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
+      } else {
+        tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: replaced.get(name)!.original });
+      }
     }
+    if (fast) names.push(name);
   }
-  if (fastMatMul) names.push('BatchMatMul');
   return names;
 }
 
-let originalBatchMatMul: KernelFunc | undefined;
-let wrapped: KernelFunc | undefined;
+/** Kernels replaced on wasm: the original (to restore) and the replacement. */
+const replaced = new Map<string, { original: KernelFunc; kernelFunc: KernelFunc }>();
 
-/** Whether the faster matMul is enabled (`TOPIARY_NO_ACCELERATE=1` turns it off, for benchmarks). */
+/** Whether the faster kernels are enabled (`TOPIARY_NO_ACCELERATE=1` turns it off, for benchmarks). */
 export function accelerationEnabled(): boolean {
   return process.env['TOPIARY_NO_ACCELERATE'] !== '1';
 }

@@ -2,7 +2,7 @@ import type { DependencyContainer } from 'tsyringe';
 import { provide, type TopiaryPlugin } from './plugin.js';
 import { CubicScheduler, IterativeScheduler, OneShotScheduler } from '../pruning/schedulers.js';
 import { CrossEntropyLoss, KdLoss, type KdOptions } from '../engine/losses.js';
-import { StructuredPruner } from '../pruning/structured.js';
+import { StructuredPruner, UnstructuredPruner } from '../pruning/structured.js';
 
 /** Core's own components, registered into every run's container like any plugin. */
 export function corePlugin(): TopiaryPlugin {
@@ -25,6 +25,12 @@ export function corePlugin(): TopiaryPlugin {
         id: 'structured',
         description: 'structured head and FFN-neuron pruning by any criterion, one-shot or iterative, with fine-tuning',
         create: (o) => new StructuredPruner(o),
+      });
+      provide(container, {
+        kind: 'pruner',
+        id: 'unstructured',
+        description: 'unstructured pruning of encoder weights by any weight criterion, per matrix or global, one-shot or iterative, with fine-tuning',
+        create: (o) => new UnstructuredPruner(o),
       });
     },
   };

@@ -3,7 +3,8 @@ import { trainLoop } from '../engine/train.js';
 import { evaluate } from '../engine/evaluate.js';
 import { bindMasks } from './masks.js';
 import { resolveParts } from './spec.js';
-import { determinePruningSequence, pruneHeadMask, pruneNeuronMask } from './selection.js';
+import { determinePruningSequence, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
+import { encoderLinearNames } from '../model/bert.js';
 
 export interface LevelReport {
   level: number;
@@ -21,20 +22,31 @@ export interface LevelReport {
  * fine-tune with the configured losses. One-shot is the one-level case.
  */
 export class StructuredPruner implements Pruner {
-  readonly id = 'structured';
+  readonly id: string = 'structured';
+  /** `structures` (heads and FFN neurons) or `weights` (individual encoder weights). */
+  protected readonly unit: 'structures' | 'weights' = 'structures';
   constructor(private readonly defaults: Record<string, unknown> = {}) {}
 
   async run(ctx: PruneContext): Promise<PruneResult> {
     const opts = { ...this.defaults, ...ctx.options };
     const { criterion, scheduler, losses } = resolveParts({ ...ctx, options: opts }, { criterion: 'first-order', scheduler: 'iterative' });
-    if (!criterion || !scheduler) throw new Error('structured: needs a criterion and a scheduler');
-    for (const k of ['head', 'neuron'] as const) {
-      if (!criterion.kinds.includes(k)) throw new Error(`structured: criterion '${criterion.id}' cannot score ${k}s (it scores ${criterion.kinds.join(', ')})`);
+    if (!criterion || !scheduler) throw new Error(`${this.id}: needs a criterion and a scheduler`);
+    const kinds = this.unit === 'weights' ? (['weight'] as const) : (['head', 'neuron'] as const);
+    for (const k of kinds) {
+      if (!criterion.kinds.includes(k)) throw new Error(`${this.id}: criterion '${criterion.id}' cannot score ${k}s (it scores ${criterion.kinds.join(', ')})`);
     }
+    const scope = opts['scope'] ?? 'matrix';
+    if (scope !== 'matrix' && scope !== 'global') throw new Error(`${this.id}: option 'scope' must be 'matrix' or 'global', got ${JSON.stringify(scope)}`);
     const minHeads = Number(opts['minHeadsPerLayer'] ?? 1);
     const scoreBatches = Number(opts['scoreBatches'] ?? 32);
     const { model, masks, control } = ctx;
     bindMasks(masks, model);
+    // Per-level accuracy may use N evenly spaced dev examples to save time; the run's final figure always uses all of dev.
+    const levelEvalExamples = opts['levelEvalExamples'] === undefined ? undefined : Number(opts['levelEvalExamples']);
+    if (levelEvalExamples !== undefined && !(Number.isInteger(levelEvalExamples) && levelEvalExamples > 0)) {
+      throw new Error(`${this.id}: option 'levelEvalExamples' must be a positive integer, got ${JSON.stringify(opts['levelEvalExamples'])}`);
+    }
+    const levelDev = levelEvalExamples && levelEvalExamples < ctx.dev.size ? ctx.dev.subset(Array.from({ length: levelEvalExamples }, (_, i) => Math.floor((i * ctx.dev.size) / levelEvalExamples))) : ctx.dev;
     const c = model.config;
     const totalHeads = c.layerHeads.reduce((a, b) => a + b, 0);
     const totalNeurons = c.layerIntermediate.reduce((a, b) => a + b, 0);
@@ -42,11 +54,14 @@ export class StructuredPruner implements Pruner {
     const levels = scheduler.levels(total);
     // Percentages rounded so that e.g. 0.29 * 100 does not truncate one unit short.
     const percents = levels.map((l) => Math.round(l.sparsity * 100 * 1e9) / 1e9);
-    const sequence = determinePruningSequence(percents, totalHeads, totalNeurons, { layers: c.layerHeads.length, minHeadsPerLayer: minHeads });
-    const groups: PrunableGroup[] = c.layerHeads.flatMap((a, l) => [
-      { kind: 'head' as const, layer: l, size: a },
-      { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
-    ]);
+    const sequence = this.unit === 'weights' ? { heads: [], neurons: [] } : determinePruningSequence(percents, totalHeads, totalNeurons, { layers: c.layerHeads.length, minHeadsPerLayer: minHeads });
+    const groups: PrunableGroup[] =
+      this.unit === 'weights'
+        ? encoderLinearNames(c).map((n) => ({ kind: 'weight' as const, param: `${n}.weight`, size: model.params.get(`${n}.weight`)!.size }))
+        : c.layerHeads.flatMap((a, l) => [
+            { kind: 'head' as const, layer: l, size: a },
+            { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
+          ]);
     const reports: LevelReport[] = [];
     let offset = 0;
     for (const [i, level] of levels.entries()) {
@@ -64,10 +79,15 @@ export class StructuredPruner implements Pruner {
         ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
         control,
       });
-      const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
-      const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
-      masks.headMask = pruneHeadMask(headImportance, masks.headMask, sequence.heads[i]!, minHeads);
-      masks.neuronMask = pruneNeuronMask(neuronImportance, masks.neuronMask, sequence.neurons[i]!);
+      if (this.unit === 'weights') {
+        const byParam = new Map(groups.map((g) => [g.param!, scores.get(groupKey(g))!]));
+        masks.weightMasks = weightMasksTopFraction(byParam, 1 - level.sparsity, scope, masks.weightMasks);
+      } else {
+        const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
+        const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
+        masks.headMask = pruneHeadMask(headImportance, masks.headMask, sequence.heads[i]!, minHeads);
+        masks.neuronMask = pruneNeuronMask(neuronImportance, masks.neuronMask, sequence.neurons[i]!);
+      }
       const sparsity = masks.sparsity(model);
       control.emit({ type: 'masks-updated', step: offset, sparsity, level: i + 1, target: level.sparsity });
       let accuracy: number | undefined;
@@ -75,7 +95,7 @@ export class StructuredPruner implements Pruner {
         const res = await trainLoop({
           model,
           train: ctx.train,
-          dev: ctx.dev,
+          dev: levelDev,
           ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
           losses,
           training: { ...ctx.training, maxSteps: level.steps },
@@ -88,7 +108,7 @@ export class StructuredPruner implements Pruner {
         offset += res.steps;
         accuracy = res.metrics?.accuracy;
       } else {
-        accuracy = evaluate(model, ctx.dev, { forward: () => masks.toTensors() }).accuracy;
+        accuracy = evaluate(model, levelDev, { forward: () => masks.toTensors() }).accuracy;
       }
       for (const loss of losses) await loss.onLevelEnd?.({ ...ctx, options: opts }, i);
       reports.push({
@@ -104,4 +124,15 @@ export class StructuredPruner implements Pruner {
     for (const loss of losses) loss.dispose?.();
     return { model, masks, report: { levels: reports } };
   }
+}
+
+/**
+ * Unstructured pruning of individual encoder weights by any weight-level criterion (magnitude,
+ * first-order |w dL/dw|, random), ranked per matrix (`scope: 'matrix'`, torch's `l1_unstructured`) or
+ * across the encoder (`scope: 'global'`), one-shot or iterative, with fine-tuning between levels.
+ * Pruned weights are exported as zeros.
+ */
+export class UnstructuredPruner extends StructuredPruner {
+  override readonly id = 'unstructured';
+  protected override readonly unit = 'weights' as const;
 }
