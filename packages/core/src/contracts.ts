@@ -109,6 +109,10 @@ export interface PruneContext {
   seed: number;
   /** Training budget and optimizer settings from the run config. */
   training: TrainingOptions;
+  /** The run's output folder, where a pruner may write its own artifacts (per-level models, mask state). */
+  out?: string;
+  /** The checkpoint the student was loaded from (its tokenizer files go with every exported model). */
+  modelDir?: string;
 }
 
 export interface TrainingOptions {

@@ -79,4 +79,4 @@ export { StructuredPruner, UnstructuredPruner } from './pruning/structured.js';
 export type { LevelReport } from './pruning/structured.js';
 export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
 export type { PruningSequence } from './pruning/selection.js';
-export { accelerateWasm, unsortedSegmentSumValues } from './backend/accelerate.js';
+export { accelerateWasm, nativeGemm } from './backend/accelerate.js';

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../tf.js';
 import { useBackend } from './backend.js';
-import { accelerateWasm, unsortedSegmentSumValues } from './accelerate.js';
+import { accelerateWasm, nativeGemm } from './accelerate.js';
 
 /** Runs `f` on the cpu backend and returns its values, then switches back to wasm. */
 async function onCpu(f: () => tf.Tensor): Promise<Float32Array> {
@@ -21,7 +21,8 @@ describe('wasm replacement kernels', () => {
   });
 
   it('reports the kernels it registered', () => {
-    expect(accelerateWasm(true)).toEqual(['UnsortedSegmentSum', 'BatchMatMul', 'GatherV2']);
+    expect(accelerateWasm(true, false)).toEqual(['UnsortedSegmentSum', 'BatchMatMul', 'GatherV2', 'Sum']);
+    expect(accelerateWasm(false)).toEqual(['UnsortedSegmentSum']);
   });
 
   it('unsortedSegmentSum matches the cpu kernel, dropping out-of-range ids', async () => {
@@ -31,7 +32,6 @@ describe('wasm replacement kernels', () => {
     expect(got.shape).toEqual([4, 3, 2]);
     expect(Array.from(got.dataSync())).toEqual(Array.from(want));
     got.dispose();
-    expect(unsortedSegmentSumValues([1, 2, 3], [3], [1, 1, 0], 2).values).toEqual(new Float32Array([3, 3]));
   });
 
   it('gives the gradient of gather on wasm, as on cpu', async () => {
@@ -42,8 +42,10 @@ describe('wasm replacement kernels', () => {
     got.dispose();
   });
 
-  for (const [transposeA, transposeB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
-    it(`batched matMul with transposeA=${transposeA} transposeB=${transposeB} matches cpu`, async () => {
+  const modes = [['JS kernels', false], ...(nativeGemm().binding ? [['native GEMM', true]] : [])] as const;
+  for (const [mode, useNative] of modes) for (const [transposeA, transposeB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+    it(`${mode}: batched matMul with transposeA=${transposeA} transposeB=${transposeB} matches cpu`, async () => {
+      accelerateWasm(true, useNative);
       const a = () => rand(transposeA ? [2, 7, 5] : [2, 5, 7], 4);
       const b = () => rand(transposeB ? [2, 3, 7] : [2, 7, 3], 5);
       const f = () => tf.tidy(() => tf.matMul(a(), b(), transposeA, transposeB));
@@ -59,12 +61,32 @@ describe('wasm replacement kernels', () => {
     });
   }
 
-  it('batched attention-shaped matMul (rank 4, every transpose) matches cpu', async () => {
-    for (const [ta, tb] of [[false, true], [true, false]] as const) {
-      const f = () => tf.tidy(() => tf.matMul(rand([3, 2, 6, 4], 6), rand([3, 2, 6, 4], 7), ta, tb));
+  for (const [mode, useNative] of modes) it(`${mode}: attention-shaped and broadcast matMuls (rank 4 and 3, every transpose) match cpu`, async () => {
+    accelerateWasm(true, useNative);
+    const broadcast = () => tf.tidy(() => tf.matMul(rand([3, 37, 70], 9), rand([1, 70, 45], 10)));
+    const wantB = await onCpu(broadcast);
+    const gotB = broadcast();
+    expect(gotB.shape).toEqual([3, 37, 45]);
+    const gb = gotB.dataSync();
+    for (let i = 0; i < wantB.length; i++) expect(gb[i]).toBeCloseTo(wantB[i]!, 4);
+    gotB.dispose();
+    for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      const f = () => tf.tidy(() => tf.matMul(rand(ta ? [3, 2, 4, 6] : [3, 2, 6, 4], 6), rand(tb ? [3, 2, 5, 4] : [3, 2, 4, 5], 7), ta, tb));
       const want = await onCpu(f);
       const got = f();
       const g = got.dataSync();
+      for (let i = 0; i < want.length; i++) expect(g[i]).toBeCloseTo(want[i]!, 5);
+      got.dispose();
+    }
+  });
+
+  it('sum over leading axes matches cpu, other reductions untouched', async () => {
+    for (const [axis, keepDims] of [[0, false], [[0, 1], true], [-1, false], [1, false]] as const) {
+      const f = () => tf.tidy(() => tf.sum(rand([5, 4, 3], 11), axis as number | number[], keepDims));
+      const want = await onCpu(f);
+      const got = f();
+      const g = got.dataSync();
+      expect(g.length).toBe(want.length);
       for (let i = 0; i < want.length; i++) expect(g[i]).toBeCloseTo(want[i]!, 5);
       got.dispose();
     }

@@ -1,4 +1,26 @@
+import { createRequire } from 'node:module';
 import { tf } from '../tf.js';
+
+const util = tf.util;
+
+/** The optional native GEMM (`@topiary/native`), when it is installed and built. */
+interface NativeGemm {
+  gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  readonly threads: number;
+}
+let nativeState: { binding?: NativeGemm; reason?: string } | undefined;
+/** Loads `@topiary/native` once; a missing or unbuilt package is not an error (wasm kernels are used). */
+export function nativeGemm(): { binding?: NativeGemm; reason?: string } {
+  if (!nativeState) {
+    try {
+      const mod = createRequire(import.meta.url)('@topiary/native') as { binding?: NativeGemm; loadError?: string };
+      nativeState = mod.binding ? { binding: mod.binding } : { reason: mod.loadError ?? 'not built' };
+    } catch {
+      nativeState = { reason: 'the optional package @topiary/native is not installed' };
+    }
+  }
+  return nativeState;
+}
 
 /**
  * Replacement kernels for the wasm backend, registered when it is activated.
@@ -9,7 +31,8 @@ import { tf } from '../tf.js';
  *   without, and every backward pass of a linear layer uses it. Transposing explicitly first and
  *   calling the untransposed kernel is much faster (see `npm run bench`); batched products go
  *   matrix by matrix through the fast single-matrix path.
- * - Row `GatherV2` (embedding lookups) is much faster as plain row copies.
+ * - Row `GatherV2` (embedding lookups) and `Sum` over leading axes (bias gradients) are much faster
+ *   as plain loops.
  */
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -21,41 +44,27 @@ interface WasmBackend {
 }
 
 /** Sums rows of `x` into `numSegments` buckets by `segmentIds` (negative or out-of-range ids are dropped, as in TF). */
-export function unsortedSegmentSumValues(
-  x: ArrayLike<number>,
-  xShape: number[],
-  segmentIds: ArrayLike<number>,
-  numSegments: number,
-): { values: Float32Array; shape: number[] } {
-  const idCount = segmentIds.length;
-  const inner = idCount === 0 ? 0 : x.length / idCount;
-  if (!Number.isInteger(inner)) {
-    throw new Error(`unsortedSegmentSum: segmentIds (${idCount} ids) must cover leading dims of x (shape [${xShape.join(', ')}])`);
-  }
-  // segmentIds covers the leading dims of x; the remaining dims are summed element-wise.
-  let rank = 0;
-  for (let size = 1; rank < xShape.length && size !== idCount; rank++) size *= xShape[rank]!;
-  const shape = [numSegments, ...xShape.slice(rank)];
-  const values = new Float32Array(numSegments * inner);
-  for (let i = 0; i < idCount; i++) {
-    const s = segmentIds[i]!;
-    if (s < 0 || s >= numSegments) continue;
-    const src = i * inner;
-    const dst = s * inner;
-    for (let j = 0; j < inner; j++) values[dst + j]! += x[src + j]!;
-  }
-  return { values, shape };
-}
-
 const unsortedSegmentSumWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const { numSegments } = attrs as unknown as { numSegments: number };
   const wasm = backend as unknown as WasmBackend;
-  const xv = wasm.readSync(x.dataId) as ArrayLike<number>;
   const ids = wasm.readSync(segmentIds.dataId) as ArrayLike<number>;
-  const { values, shape } = unsortedSegmentSumValues(xv, x.shape, ids, numSegments);
-  const out = wasm.makeOutput(shape, 'float32');
-  (wasm.typedArrayFromHeap(out) as Float32Array).set(values);
+  const idCount = ids.length;
+  const inner = idCount === 0 ? 0 : util.sizeFromShape(x.shape) / idCount;
+  let rank = 0;
+  for (let size = 1; rank < x.shape.length && size !== idCount; rank++) size *= x.shape[rank]!;
+  // Accumulate straight into the (zeroed) output on the heap: the embedding gradient is large.
+  const out = wasm.makeOutput([numSegments, ...x.shape.slice(rank)], 'float32');
+  const dst = wasm.typedArrayFromHeap(out) as Float32Array;
+  const src = wasm.typedArrayFromHeap(x) as Float32Array;
+  dst.fill(0);
+  for (let i = 0; i < idCount; i++) {
+    const s = ids[i]!;
+    if (s < 0 || s >= numSegments) continue;
+    const o = s * inner;
+    const p = i * inner;
+    for (let j = 0; j < inner; j++) dst[o + j]! += src[p + j]!;
+  }
   return out;
 };
 
@@ -103,17 +112,71 @@ function perMatrix(backend: WasmBackend, original: KernelFunc, a: tf.TensorInfo,
   return out;
 }
 
-function wrapBatchMatMul(original: KernelFunc, transpose: KernelFunc): KernelFunc {
+/** The product through the native GEMM, on the wasm heap; undefined when the layout is not one it takes. */
+function nativeMatMul(backend: WasmBackend, gemm: NativeGemm, a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): tf.TensorInfo | undefined {
+  const r = a.shape.length;
+  if (r < 2 || b.shape.length !== r || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const batchA = a.shape.slice(0, r - 2);
+  const batchB = b.shape.slice(0, r - 2);
+  const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
+  const outBatch = size(batchA) >= size(batchB) ? batchA : batchB;
+  const ok = (s: number[]) => size(s) === 1 || s.every((d, i) => d === outBatch[i]);
+  if (!ok(batchA) || !ok(batchB)) return undefined;
+  const m = transposeA ? a.shape[r - 1]! : a.shape[r - 2]!;
+  const k = transposeA ? a.shape[r - 2]! : a.shape[r - 1]!;
+  const n = transposeB ? b.shape[r - 2]! : b.shape[r - 1]!;
+  const out = backend.makeOutput([...outBatch, m, n], 'float32');
+  // Views taken after the allocation: growing the heap detaches earlier ones.
+  gemm.gemm(
+    backend.typedArrayFromHeap(a) as Float32Array,
+    backend.typedArrayFromHeap(b) as Float32Array,
+    backend.typedArrayFromHeap(out) as Float32Array,
+    size(outBatch), size(batchA), size(batchB), m, n, k, transposeA, transposeB,
+  );
+  return out;
+}
+
+function wrapBatchMatMul(original: KernelFunc, transpose: KernelFunc, gemm?: NativeGemm): KernelFunc {
   return ({ inputs, backend, attrs }) => {
     const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
     const wasm = backend as unknown as WasmBackend;
+    const viaNative = gemm && nativeMatMul(wasm, gemm, a, b, transposeA, transposeB);
+    if (viaNative) return viaNative;
     const a2 = transposeA ? transposeLastTwo(wasm, transpose, a) : a;
     const b2 = transposeB ? transposeLastTwo(wasm, transpose, b) : b;
     const plain = { ...attrs, transposeA: false, transposeB: false };
     const out = perMatrix(wasm, original, a2, b2, plain) ?? (original({ inputs: { a: a2, b: b2 }, backend, attrs: plain }) as tf.TensorInfo);
     if (a2 !== a) wasm.disposeData(a2.dataId);
     if (b2 !== b) wasm.disposeData(b2.dataId);
+    return out;
+  };
+}
+
+/**
+ * `sum` over leading axes (bias gradients: `[tokens, width]` summed over tokens) as a row-by-row
+ * accumulation; wasm transposes first and is several times slower. Other reductions go to wasm.
+ */
+function wrapSum(original: KernelFunc): KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
+    const rank = x.shape.length;
+    const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((p, q) => p - q);
+    const prefix = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+    if (!prefix || x.dtype !== 'float32') return original(args);
+    const wasm = args.backend as unknown as WasmBackend;
+    const rest = x.shape.slice(axes.length);
+    const cols = rest.reduce((p, q) => p * q, 1);
+    const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
+    const out = wasm.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, 'float32');
+    const src = wasm.typedArrayFromHeap(x) as Float32Array;
+    const acc = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      for (let c = 0; c < cols; c++) acc[c]! += src[o + c]!;
+    }
+    (wasm.typedArrayFromHeap(out) as Float32Array).set(acc);
     return out;
   };
 }
@@ -145,30 +208,28 @@ function wrapGather(original: KernelFunc): KernelFunc {
  * `UnsortedSegmentSum` is always added (training needs it); the faster `BatchMatMul` and
  * `GatherV2` only when `fast` is set, so a benchmark can measure the difference side by side.
  */
-export function accelerateWasm(fast = accelerationEnabled()): string[] {
+export function accelerateWasm(fast = accelerationEnabled(), useNative = fast && process.env['TOPIARY_NATIVE'] !== '0'): string[] {
+  const gemm = useNative ? nativeGemm().binding : undefined;
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm });
   }
   const names = ['UnsortedSegmentSum'];
   const replacements: Record<string, (original: KernelFunc) => KernelFunc> = {
-    BatchMatMul: (original) => wrapBatchMatMul(original, tf.getKernel('Transpose', 'wasm')!.kernelFunc),
+    BatchMatMul: (original) => wrapBatchMatMul(original, tf.getKernel('Transpose', 'wasm')!.kernelFunc, gemm),
     GatherV2: (original) => wrapGather(original),
+    Sum: (original) => wrapSum(original),
   };
   for (const [name, make] of Object.entries(replacements)) {
     const current = tf.getKernel(name, 'wasm');
     if (!current) continue;
-    const isReplaced = replaced.has(name) && current.kernelFunc === replaced.get(name)!.kernelFunc;
-    if (fast !== isReplaced) {
-      tf.unregisterKernel(name, 'wasm');
-      if (fast) {
-        const kernelFunc = make(current.kernelFunc);
-        replaced.set(name, { original: current.kernelFunc, kernelFunc });
-        tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
-      } else {
-        tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: replaced.get(name)!.original });
-      }
-    }
-    if (fast) names.push(name);
+    // Always rebuild from the original kernel, so switching modes (benchmarks) takes effect.
+    const prior = replaced.get(name);
+    const original = prior && current.kernelFunc === prior.kernelFunc ? prior.original : current.kernelFunc;
+    tf.unregisterKernel(name, 'wasm');
+    const kernelFunc = fast ? make(original) : original;
+    replaced.set(name, { original, kernelFunc });
+    tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
+    if (fast) names.push(name === 'BatchMatMul' && gemm ? `BatchMatMul (native GEMM, ${gemm.threads} threads)` : name);
   }
   return names;
 }

@@ -147,6 +147,8 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         options: { ...spec.options, ...(spec.targetSparsity !== undefined ? { targetSparsity: spec.targetSparsity } : {}) },
         seed: spec.seed,
         training: spec.training,
+        out: spec.out,
+        modelDir: spec.model,
       };
       const result = await pruner.run(ctx);
       const sparsity = result.masks.sparsity(result.model);

@@ -1,7 +1,10 @@
 import { groupKey, type PrunableGroup, type PruneContext, type PruneResult, type Pruner } from '../contracts.js';
 import { trainLoop } from '../engine/train.js';
 import { evaluate } from '../engine/evaluate.js';
+import * as path from 'node:path';
 import { bindMasks } from './masks.js';
+import { compact } from './compact.js';
+import { saveBert } from '../io/checkpoint.js';
 import { resolveParts } from './spec.js';
 import { determinePruningSequence, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
 import { encoderLinearNames } from '../model/bert.js';
@@ -13,6 +16,9 @@ export interface LevelReport {
   accuracy?: number;
   heads: number;
   neurons: number;
+  remainingEncoderParams: number;
+  /** The level's exported checkpoint, with `exportLevels`. */
+  model?: string;
 }
 
 /**
@@ -111,11 +117,25 @@ export class StructuredPruner implements Pruner {
         accuracy = evaluate(model, levelDev, { forward: () => masks.toTensors() }).accuracy;
       }
       for (const loss of losses) await loss.onLevelEnd?.({ ...ctx, options: opts }, i);
+      let exported: string | undefined;
+      if (opts['exportLevels'] && ctx.out) {
+        // Each level's snapshot as its own compacted checkpoint, so every sparsity can be evaluated and timed.
+        exported = path.join(ctx.out, 'levels', String(i + 1), 'model');
+        const small = compact(model, masks);
+        try {
+          await saveBert(small, exported, ctx.modelDir ? { tokenizerFrom: ctx.modelDir } : {});
+        } finally {
+          small.dispose();
+        }
+        control.emit({ type: 'checkpoint-saved', step: offset, path: exported });
+      }
       reports.push({
         level: i + 1,
         targetSparsity: level.sparsity,
         encoderSparsity: sparsity.encoderSparsity,
         ...(accuracy !== undefined ? { accuracy } : {}),
+        remainingEncoderParams: masks.sparsity(model).remainingEncoderParams,
+        ...(exported ? { model: exported } : {}),
         heads: masks.headMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
         neurons: masks.neuronMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
       });

@@ -1,0 +1,252 @@
+// Topiary native GEMM: C = op(A) x op(B) for row-major float32 matrices, batched, multi-threaded,
+// written for the memory tfjs's wasm backend already holds (the caller passes Float32Array views of
+// the wasm heap, so nothing is copied). Goto-style blocking: B is packed in KC x NR panels, A in
+// MR x KC panels (transposes are absorbed by the packing), and a register-blocked MR x NR micro-kernel
+// written with GCC vector extensions (AVX-512 with -march=native on this machine, AVX2 elsewhere).
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MR 8
+#define NR 32
+#define KC 256
+#define MC 128
+#define NC 1024
+
+typedef float v16 __attribute__((vector_size(64)));
+
+typedef struct {
+  const float *a, *b;
+  float *c;
+  int m, n, k;          // op(A) is m x k, op(B) is k x n
+  int trans_a, trans_b; // A stored k x m when trans_a; B stored n x k when trans_b
+} gemm_args;
+
+static inline float at_a(const gemm_args *g, int i, int p) { return g->trans_a ? g->a[(size_t)p * g->m + i] : g->a[(size_t)i * g->k + p]; }
+static inline float at_b(const gemm_args *g, int p, int j) { return g->trans_b ? g->b[(size_t)j * g->k + p] : g->b[(size_t)p * g->n + j]; }
+
+// Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels, zero-padded.
+static void pack_a(const gemm_args *g, int i0, int mc, int p0, int kc, float *dst) {
+  for (int ip = 0; ip < mc; ip += MR) {
+    int mr = mc - ip < MR ? mc - ip : MR;
+    for (int p = 0; p < kc; p++) {
+      for (int i = 0; i < mr; i++) dst[i] = at_a(g, i0 + ip + i, p0 + p);
+      for (int i = mr; i < MR; i++) dst[i] = 0.f;
+      dst += MR;
+    }
+  }
+}
+
+// Packs rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-column panels, zero-padded.
+static void pack_b(const gemm_args *g, int p0, int kc, int j0, int nc, float *dst) {
+  for (int jp = 0; jp < nc; jp += NR) {
+    int nr = nc - jp < NR ? nc - jp : NR;
+    for (int p = 0; p < kc; p++) {
+      if (!g->trans_b && nr == NR) {
+        memcpy(dst, g->b + (size_t)(p0 + p) * g->n + j0 + jp, NR * sizeof(float));
+      } else {
+        for (int j = 0; j < nr; j++) dst[j] = at_b(g, p0 + p, j0 + jp + j);
+        for (int j = nr; j < NR; j++) dst[j] = 0.f;
+      }
+      dst += NR;
+    }
+  }
+}
+
+static void micro(int kc, const float *restrict a, const float *restrict b, float *c, int ldc, int mr, int nr, int accumulate) {
+  v16 acc[MR][2];
+  memset(acc, 0, sizeof acc);
+  for (int p = 0; p < kc; p++) {
+    v16 b0 = *(const v16 *)(b + p * NR);
+    v16 b1 = *(const v16 *)(b + p * NR + 16);
+    const float *ap = a + p * MR;
+    for (int i = 0; i < MR; i++) {
+      acc[i][0] += b0 * ap[i];
+      acc[i][1] += b1 * ap[i];
+    }
+  }
+  if (mr == MR && nr == NR) {
+    for (int i = 0; i < MR; i++) {
+      float *row = c + (size_t)i * ldc;
+      v16 c0, c1;
+      if (accumulate) {
+        memcpy(&c0, row, 64);
+        memcpy(&c1, row + 16, 64);
+        c0 += acc[i][0];
+        c1 += acc[i][1];
+      } else {
+        c0 = acc[i][0];
+        c1 = acc[i][1];
+      }
+      memcpy(row, &c0, 64);
+      memcpy(row + 16, &c1, 64);
+    }
+  } else {
+    float tile[MR][NR] __attribute__((aligned(64)));
+    memcpy(tile, acc, sizeof tile);
+    for (int i = 0; i < mr; i++)
+      for (int j = 0; j < nr; j++) c[(size_t)i * ldc + j] = accumulate ? c[(size_t)i * ldc + j] + tile[i][j] : tile[i][j];
+  }
+}
+
+// C[:, j_begin:j_end] of one matrix product.
+static void gemm_cols(const gemm_args *g, int j_begin, int j_end, float *pa, float *pb) {
+  for (int j0 = j_begin; j0 < j_end; j0 += NC) {
+    int nc = j_end - j0 < NC ? j_end - j0 : NC;
+    for (int p0 = 0; p0 < g->k; p0 += KC) {
+      int kc = g->k - p0 < KC ? g->k - p0 : KC;
+      pack_b(g, p0, kc, j0, nc, pb);
+      for (int i0 = 0; i0 < g->m; i0 += MC) {
+        int mc = g->m - i0 < MC ? g->m - i0 : MC;
+        pack_a(g, i0, mc, p0, kc, pa);
+        for (int jp = 0; jp < nc; jp += NR) {
+          for (int ip = 0; ip < mc; ip += MR) {
+            micro(kc, pa + (size_t)ip * kc, pb + (size_t)jp * kc, g->c + (size_t)(i0 + ip) * g->n + j0 + jp, g->n,
+                  mc - ip < MR ? mc - ip : MR, nc - jp < NR ? nc - jp : NR, p0 > 0);
+          }
+        }
+      }
+    }
+  }
+  if (g->k == 0)
+    for (int i = 0; i < g->m; i++) memset(g->c + (size_t)i * g->n + j_begin, 0, (size_t)(j_end - j_begin) * sizeof(float));
+}
+
+typedef struct {
+  const float *a, *b;
+  float *c;
+  int batch, stride_a, stride_b; // stride 0 broadcasts a single matrix over the batch
+  int m, n, k, trans_a, trans_b;
+  int b_begin, b_end; // batch range of this worker
+  int j_begin, j_end; // column range of this worker
+} work;
+
+static void *run_work(void *arg) {
+  work *w = (work *)arg;
+  float *pa = aligned_alloc(64, sizeof(float) * MC * KC);
+  float *pb = aligned_alloc(64, sizeof(float) * KC * NC);
+  for (int i = w->b_begin; i < w->b_end; i++) {
+    gemm_args g = {w->a + (size_t)i * w->stride_a, w->b + (size_t)i * w->stride_b, w->c + (size_t)i * w->m * w->n, w->m, w->n, w->k, w->trans_a, w->trans_b};
+    gemm_cols(&g, w->j_begin, w->j_end, pa, pb);
+  }
+  free(pa);
+  free(pb);
+  return NULL;
+}
+
+static int max_threads = 0;
+
+static void gemm(work base) {
+  int threads = max_threads;
+  double flops = 2.0 * base.batch * base.m * base.n * base.k;
+  if (flops < 4e6) threads = 1; // thread start-up costs more than it saves on small products
+  work w[16];
+  pthread_t tid[16];
+  if (threads > 16) threads = 16;
+  int split_batch = base.batch >= threads;
+  for (int t = 0; t < threads; t++) {
+    w[t] = base;
+    if (split_batch) {
+      w[t].b_begin = (int)((long)base.batch * t / threads);
+      w[t].b_end = (int)((long)base.batch * (t + 1) / threads);
+      w[t].j_begin = 0;
+      w[t].j_end = base.n;
+    } else {
+      int panels = (base.n + NR - 1) / NR;
+      w[t].b_begin = 0;
+      w[t].b_end = base.batch;
+      w[t].j_begin = (int)((long)panels * t / threads) * NR;
+      w[t].j_end = (int)((long)panels * (t + 1) / threads) * NR;
+      if (w[t].j_end > base.n) w[t].j_end = base.n;
+    }
+  }
+  for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, run_work, &w[t]);
+  run_work(&w[0]);
+  for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+}
+
+#define CHECK(call)                                                   \
+  if ((call) != napi_ok) {                                            \
+    napi_throw_error(env, NULL, "topiary-native: N-API call failed"); \
+    return NULL;                                                      \
+  }
+
+static int f32_view(napi_env env, napi_value v, float **data, size_t *length) {
+  bool is_ta;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  if (napi_get_typedarray_info(env, v, &type, length, (void **)data, &ab, &offset) != napi_ok) return 0;
+  return type == napi_float32_array;
+}
+
+// gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB)
+static napi_value js_gemm(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 11) {
+    napi_throw_type_error(env, NULL, "gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB): expected 11 arguments");
+    return NULL;
+  }
+  float *a, *b, *c;
+  size_t la, lb, lc;
+  const char *names[3] = {"a", "b", "c"};
+  float **ptrs[3] = {&a, &b, &c};
+  size_t *lens[3] = {&la, &lb, &lc};
+  for (int i = 0; i < 3; i++) {
+    if (!f32_view(env, argv[i], ptrs[i], lens[i])) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "gemm: argument '%s' must be a Float32Array", names[i]);
+      napi_throw_type_error(env, NULL, msg);
+      return NULL;
+    }
+  }
+  int32_t d[6];
+  for (int i = 0; i < 6; i++) CHECK(napi_get_value_int32(env, argv[3 + i], &d[i]));
+  bool ta, tb;
+  CHECK(napi_get_value_bool(env, argv[9], &ta));
+  CHECK(napi_get_value_bool(env, argv[10], &tb));
+  int batch = d[0], batch_a = d[1], batch_b = d[2], m = d[3], n = d[4], k = d[5];
+  if (batch < 0 || m < 0 || n < 0 || k < 0 || (batch_a != 1 && batch_a != batch) || (batch_b != 1 && batch_b != batch) ||
+      la < (size_t)batch_a * m * k || lb < (size_t)batch_b * k * n || lc < (size_t)batch * m * n) {
+    napi_throw_range_error(env, NULL, "gemm: shapes do not fit the arrays (need a >= batchA*m*k, b >= batchB*k*n, c >= batch*m*n)");
+    return NULL;
+  }
+  work w = {a, b, c, batch, batch_a == 1 ? 0 : m * k, batch_b == 1 ? 0 : k * n, m, n, k, ta, tb, 0, batch, 0, n};
+  gemm(w);
+  return NULL;
+}
+
+static napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_int32(env, argv[0], &t));
+  max_threads = t < 1 ? 1 : t > 16 ? 16 : t;
+  napi_value out;
+  CHECK(napi_create_int32(env, max_threads, &out));
+  return out;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  max_threads = cpus < 1 ? 1 : cpus > 16 ? 16 : (int)cpus;
+  napi_property_descriptor props[] = {
+      {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
+      {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, 2, props);
+  napi_value t;
+  napi_create_int32(env, max_threads, &t);
+  napi_set_named_property(env, exports, "threads", t);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

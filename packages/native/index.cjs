@@ -1,0 +1,18 @@
+'use strict';
+// Loads the compiled GEMM when it was built (`node scripts/build.mjs`); otherwise exports
+// `binding: undefined` and the reason, so callers fall back to wasm kernels.
+const path = require('node:path');
+
+let binding;
+let loadError;
+if (process.env.TOPIARY_NATIVE === '0') {
+  loadError = 'disabled by TOPIARY_NATIVE=0';
+} else {
+  try {
+    binding = require(path.join(__dirname, 'build', 'topiary_native.node'));
+  } catch (e) {
+    loadError = `not built (${String(e && e.message).split('\n')[0]}); run: npm run build:native -w @topiary/native`;
+  }
+}
+
+module.exports = { binding, loadError };
