@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // `npm run bench`: training-step and inference speed of bert-tiny and bert-mini shapes (batch 32 x 64
 // tokens) on every available backend, next to this machine's float32 GEMM ceiling measured in the same
-// run with numpy. Also: wasm with and without Topiary's replacement matMul kernel, and inference of a
-// compacted model with a quarter of the encoder FLOPs against the dense one. Not a test: it prints.
+// run with numpy: wasm with Topiary's native GEMM, with its JS kernels only, and with tfjs's own
+// kernels, side by side; and inference of a compacted model with a quarter of the encoder FLOPs
+// against the dense one. Not a test: it prints a table, then one JSON document.
 //
-// Options: --models tiny,mini  --backends wasm,cpu  --steps N  --json-only
+// Options: --models tiny,mini  --backends wasm,cpu  --steps N
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -14,6 +15,7 @@ import {
   BACKEND_NAMES,
   MaskSet,
   accelerateWasm,
+  nativeGemm,
   compact,
   crossEntropy,
   isBackendInstalled,
@@ -126,11 +128,17 @@ const rows = [];
 const ceilingGflops = gemmCeiling();
 console.error(`GEMM ceiling (numpy float32 2048^3, best of 5): ${ceilingGflops.toFixed(1)} GFLOP/s`);
 
-const variants = backends.flatMap((b) => (b === 'wasm' ? [['wasm', true], ['wasm', false]] : [[b, true]]));
-for (const [backend, fast] of variants) {
+// wasm three ways: Topiary's kernels with the native GEMM, with JS kernels only, and tfjs's own.
+const wasmModes = [
+  ...(nativeGemm().binding ? [['wasm+native', true, true]] : []),
+  ['wasm+js-kernels', true, false],
+  ['wasm (tfjs kernels)', false, false],
+];
+if (!nativeGemm().binding) console.error(`@topiary/native: ${nativeGemm().reason}`);
+const variants = backends.flatMap((b) => (b === 'wasm' ? wasmModes.map((m) => ['wasm', ...m]) : [[b, b, true, false]]));
+for (const [backend, label, fast, useNative] of variants) {
   await useBackend(backend);
-  if (backend === 'wasm') accelerateWasm(fast);
-  const label = backend === 'wasm' ? (fast ? 'wasm' : 'wasm (no Topiary matMul)') : backend;
+  if (backend === 'wasm') accelerateWasm(fast, useNative);
   for (const m of models) {
     const model = await loadBert(MODELS[m]);
     const batch = randomBatch(model.config.vocabSize);
@@ -149,7 +157,7 @@ for (const [backend, fast] of variants) {
       ratio: +(trainGflops / ceilingGflops).toFixed(3),
     };
     // A compacted model with a quarter of the encoder FLOPs: keep half the heads and a quarter of the neurons.
-    if (fast) {
+    if (fast && (useNative || !nativeGemm().binding)) {
       const masks = MaskSet.ones(model);
       masks.headMask = masks.headMask.map((h) => h.map((_, i) => (i < Math.max(1, h.length / 4) ? 1 : 0)));
       masks.neuronMask = masks.neuronMask.map((n) => n.map((_, i) => (i < n.length / 4 ? 1 : 0)));
@@ -170,8 +178,9 @@ console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`)
 for (const r of rows) console.log(`| ${header.map((h) => r[h] ?? '').join(' | ')} |`);
 const byModel = (m) => rows.filter((r) => r.model === m);
 for (const m of models.map((x) => `bert-${x}`)) {
-  const fast = byModel(m).find((r) => r.backend === 'wasm');
-  const slow = byModel(m).find((r) => r.backend !== 'wasm' && r.backend.startsWith('wasm'));
-  if (fast && slow) console.log(`${m}: Topiary matMul speeds the wasm training step up ${(slow.trainStepMs / fast.trainStepMs).toFixed(2)}x`);
+  const plain = byModel(m).find((r) => r.backend === 'wasm (tfjs kernels)');
+  for (const r of byModel(m)) {
+    if (plain && r !== plain) console.log(`${m}: ${r.backend} trains ${(plain.trainStepMs / r.trainStepMs).toFixed(2)}x faster than tfjs's wasm kernels (${r.trainStepMs} vs ${plain.trainStepMs} ms/step)`);
+  }
 }
 console.log(JSON.stringify({ ceilingGflops, batch: B, tokens: T, results: rows }));

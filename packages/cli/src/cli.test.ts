@@ -1,6 +1,8 @@
-import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { loadBert, tf } from '@topiary/core';
+import { testBackend } from '../../core/src/test-support/backend.js';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,10 +56,10 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
   });
 
   it('exits 2 on an unknown option and 0 on --help', () => {
-    expect(topiary('--no-such-flag').code).toBe(2);
+    expect(topiary('--bogus-flag').code).toBe(2);
     const h = topiary('--help');
     expect(h.code).toBe(0);
-    expect(h.stdout).toContain('run <config>');
+    expect(h.stdout).toContain('run [options] <config>');
   });
 
   it('--version reports the backend', () => {
@@ -65,4 +67,43 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ version: '0.1.0', backend: 'wasm' });
   });
+});
+
+describe.runIf(existsSync(bin))('killing a run', () => {
+  beforeAll(testBackend);
+  it('leaves the last checkpoint loadable when the process is killed between checkpoints', async () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'topiary-kill-'));
+    const child = spawn(process.execPath, [
+      bin, '--json', 'finetune', tinyModel,
+      '--train', path.join(root, 'examples/data/train-10k.jsonl'), '--dev', path.join(root, 'examples/data/dev.jsonl'),
+      '--limit', '256', '--max-steps', '400', '--batch-size', '8', '--max-length', '32', '--checkpoint-every', '2', '--out', out,
+    ], { cwd: root });
+    let buffer = '';
+    let saved = 0;
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        buffer += chunk.toString();
+        const lines = buffer.split('\n');
+        buffer = lines.pop()!;
+        for (const line of lines) {
+          if (line.includes('"checkpoint-saved"') && ++saved === 2) {
+            // Kill mid-run: the step after a checkpoint, before the next one is complete.
+            child.kill('SIGKILL');
+            resolve();
+          }
+        }
+      });
+      child.on('exit', () => (saved < 2 ? reject(new Error('run ended before two checkpoints')) : resolve()));
+    });
+    await new Promise((r) => child.once('close', r));
+    // `finetune --out` is itself the checkpoint: complete, loadable, and trained (not the input weights).
+    const model = await loadBert(out);
+    const original = await loadBert(tinyModel);
+    expect(model.config.id2label.length).toBe(40);
+    const name = 'bert.encoder.layer.0.attention.self.query.weight';
+    const moved = tf.tidy(() => model.params.get(name)!.sub(original.params.get(name)!).abs().max().dataSync()[0]!);
+    expect(moved).toBeGreaterThan(0);
+    model.dispose();
+    original.dispose();
+  }, 120_000);
 });
