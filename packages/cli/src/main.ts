@@ -18,6 +18,7 @@ import {
   loadMasks,
   loadTokenizer,
   runFinetune,
+  nativeGemm,
   runPruning,
   saveBert,
   useBackend,
@@ -108,7 +109,13 @@ export function buildProgram(): Command {
     const g = globals();
     const chosen = g.backend === 'auto' || !g.backend ? BACKEND_NAMES.find(isBackendInstalled) : g.backend;
     const installed = BACKEND_NAMES.filter(isBackendInstalled);
-    output(Boolean(g.json), { version: version(), backend: chosen, installedBackends: installed }, `topiary ${version()} (backend ${chosen}; installed: ${installed.join(', ')})`);
+    const native = nativeGemm();
+    const nativeText = native.binding ? `${native.binding.threads} threads` : `off (${native.reason})`;
+    output(
+      Boolean(g.json),
+      { version: version(), backend: chosen, installedBackends: installed, nativeGemm: native.binding ? { threads: native.binding.threads } : { off: native.reason } },
+      `topiary ${version()} (backend ${chosen}; installed: ${installed.join(', ')}; native GEMM for wasm: ${nativeText})`,
+    );
     throw new CommanderError(0, 'topiary.version', '');
   });
 

@@ -21,7 +21,7 @@ export interface SparsityReport {
 
 /** Everything a run reports, as a union on `type`; `--json` prints these as NDJSON. */
 export type RunEvent =
-  | { type: 'run-started'; method: string; backend: string; totalSteps: number; time: string }
+  | { type: 'run-started'; method: string; backend: string; /** Kernels Topiary replaced on the backend. */ kernels?: string[]; totalSteps: number; time: string }
   | { type: 'epoch-started'; epoch: number; phase?: string }
   | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: LossTerms; learningRate: number; phase?: string }
   | { type: 'evaluated'; step: number; metrics: Metrics; phase?: string; label?: string }

@@ -130,7 +130,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
     const inputs = await loadRunInputs(spec);
     try {
       const { model, teacher, train, dev } = inputs;
-      control.emit({ type: 'run-started', method: spec.method, backend, totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
       const teacherAccuracy = teacher ? evaluate(teacher, dev, { batchSize: 128 }).accuracy : undefined;
       if (teacherAccuracy !== undefined) control.emit({ type: 'log', message: `teacher dev accuracy ${(100 * teacherAccuracy).toFixed(2)}%` });
       await fs.mkdir(spec.out, { recursive: true });
@@ -181,6 +181,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
           devExamples: dev.size,
           wallSeconds: (Date.now() - started) / 1000,
           backend,
+          kernels: activeBackend()?.accelerated ?? [],
         };
         await writeFileAtomic(path.join(spec.out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
         control.emit({ type: 'run-completed', metrics: report, wallSeconds: report.wallSeconds });
@@ -213,7 +214,7 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observabl
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
-      control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
       const res = await trainLoop({
         model,
         train,
