@@ -235,17 +235,22 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value js_get_threads(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_int32(env, max_threads, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   max_threads = cpus < 1 ? 1 : cpus > 16 ? 16 : (int)cpus;
   napi_property_descriptor props[] = {
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
+      {"threads", NULL, NULL, js_get_threads, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_define_properties(env, exports, 2, props);
-  napi_value t;
-  napi_create_int32(env, max_threads, &t);
-  napi_set_named_property(env, exports, "threads", t);
+  napi_define_properties(env, exports, 3, props);
   return exports;
 }
 
