@@ -4,11 +4,12 @@ import { pathToFileURL } from 'node:url';
 import { corePlugin, type TopiaryPlugin } from '@topiary/core';
 import { magnitudePlugin } from '@topiary/criteria-magnitude';
 import { firstOrderPlugin } from '@topiary/criteria-firstorder';
+import { movementPlugin } from '@topiary/criteria-movement';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin(), magnitudePlugin(), firstOrderPlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin()];
 }
 
 function isPath(spec: string): boolean {

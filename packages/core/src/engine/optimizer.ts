@@ -28,8 +28,9 @@ export class AdamW {
   ) {
     for (const g of groups) {
       for (const p of g.variables) {
-        this.m.set(p, tf.variable(tf.zerosLike(p), false));
-        this.v.set(p, tf.variable(tf.zerosLike(p), false));
+        // In a tidy: tf.variable shares the initial tensor's data, which would otherwise stay counted.
+        this.m.set(p, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
+        this.v.set(p, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
       }
     }
   }
