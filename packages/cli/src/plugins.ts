@@ -5,11 +5,12 @@ import { corePlugin, type TopiaryPlugin } from '@topiary/core';
 import { magnitudePlugin } from '@topiary/criteria-magnitude';
 import { firstOrderPlugin } from '@topiary/criteria-firstorder';
 import { movementPlugin } from '@topiary/criteria-movement';
+import { contrastivePlugin } from '@topiary/contrastive';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin()];
 }
 
 function isPath(spec: string): boolean {

@@ -141,7 +141,10 @@ export class MovementPruner implements Pruner {
       }
       return out;
     };
+    /** The binary mask of a matrix at `threshold`, in the weight's stored [in, out] layout. */
+    const finalMask = (t: Target, threshold: number): Float32Array => tf.tidy(() => expand(tf.tensor2d(binarize(t, threshold), t.grid), t).dataSync() as Float32Array);
     const scoreVars = targets.flatMap((t) => (t.scores ? [t.scores] : []));
+    for (const loss of losses) await loss.onRunStart?.(ctx);
     const res = await trainLoop({
       model,
       train: ctx.train,
@@ -165,13 +168,20 @@ export class MovementPruner implements Pruner {
           }
         : {}),
       phase: `movement (${mode})`,
+      // Losses with snapshots (contrastive) take one of the masked model after every epoch.
+      onEpochEnd: async (epoch) => {
+        if (!losses.some((l) => l.onLevelEnd)) return;
+        const { threshold: t } = scheduleThreshold((epoch + 1) * Math.ceil(ctx.train.size / ctx.training.batchSize), schedule);
+        for (const target of targets) masks.weightMasks.set(target.name, finalMask(target, t));
+        for (const loss of losses) await loss.onLevelEnd?.(ctx, epoch);
+      },
     });
     // Final binary masks at the end of the schedule, in the weights' stored [in, out] layout.
     const { threshold } = scheduleThreshold(total, schedule);
     let zeros = 0;
     let weights = 0;
     for (const t of targets) {
-      const full = tf.tidy(() => expand(tf.tensor2d(binarize(t, threshold), t.grid), t).dataSync() as Float32Array);
+      const full = finalMask(t, threshold);
       masks.weightMasks.set(t.name, full);
       weights += full.length;
       for (const v of full) if (v === 0) zeros++;

@@ -27,6 +27,8 @@ export interface TrainLoopOptions {
   trainable?: (name: string) => boolean;
   /** Called with each step's gradients by parameter name (movement criteria accumulate from them). */
   onGradients?: (grads: Map<string, Tensor>, step: number) => void;
+  /** Called after each pass over the training data (per-epoch snapshots). */
+  onEpochEnd?: (epoch: number) => Promise<void> | void;
   /** Called after each optimizer update (clamping, mask updates). */
   afterStep?: (step: number) => void;
   /** Evaluate on `dev` every N steps (and at the end). */
@@ -159,6 +161,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         // Let the event loop breathe (progress rendering, abort signals) between steps.
         await new Promise<void>((r) => setImmediate(r));
       }
+      await o.onEpochEnd?.(epoch);
       epoch++;
     }
     await evalNow();

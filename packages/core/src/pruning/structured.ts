@@ -68,6 +68,7 @@ export class StructuredPruner implements Pruner {
             { kind: 'head' as const, layer: l, size: a },
             { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
           ]);
+    for (const loss of losses) await loss.onRunStart?.({ ...ctx, options: opts });
     const reports: LevelReport[] = [];
     let offset = 0;
     for (const [i, level] of levels.entries()) {
