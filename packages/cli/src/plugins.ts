@@ -6,11 +6,12 @@ import { magnitudePlugin } from '@topiary/criteria-magnitude';
 import { firstOrderPlugin } from '@topiary/criteria-firstorder';
 import { movementPlugin } from '@topiary/criteria-movement';
 import { contrastivePlugin } from '@topiary/contrastive';
+import { cofiPlugin } from '@topiary/cofi';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin(), cofiPlugin()];
 }
 
 function isPath(spec: string): boolean {

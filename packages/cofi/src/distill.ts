@@ -28,8 +28,8 @@ export class LayerTransformation {
   static identity(hiddenSize: number): LayerTransformation {
     const id = serial++;
     return new LayerTransformation(
-      tf.variable(tf.eye(hiddenSize), true, `cofi_layer_transformation_weight_${id}`),
-      tf.variable(tf.zeros([hiddenSize]), true, `cofi_layer_transformation_bias_${id}`),
+      tf.tidy(() => tf.variable(tf.eye(hiddenSize), true, `cofi_layer_transformation_weight_${id}`)),
+      tf.tidy(() => tf.variable(tf.zeros([hiddenSize]), true, `cofi_layer_transformation_bias_${id}`)),
     );
   }
 

@@ -1,6 +1,32 @@
-// @topiary/cofi: the mathematical core of CoFi pruning (hard-concrete L0 masks with a Lagrangian
-// sparsity constraint, and CoFi's layerwise + prediction distillation). The plugin factory and the
-// Pruner that drive them in training are not here yet.
+/**
+ * @topiary/cofi: CoFi pruning (Xia, Zhong and Chen 2022) as the `cofi` pruner: hard-concrete L0 masks
+ * at five granularities with a Lagrangian sparsity constraint, CoFi's layerwise and prediction
+ * distillation, and the final fine-tuning with frozen masks; the math is exported for reuse.
+ */
+import { provide, type TopiaryPlugin } from '@topiary/core';
+import { CoFiPruner, type CoFiOptions } from './pruner.js';
+
+export { CoFiPruner } from './pruner.js';
+export type { CoFiOptions } from './pruner.js';
+
+/** The plugin: registers the `cofi` pruner. */
+export function cofiPlugin(): TopiaryPlugin {
+  return {
+    name: '@topiary/cofi',
+    version: '0.1.0',
+    register(container) {
+      provide(container, {
+        kind: 'pruner',
+        id: 'cofi',
+        description: 'CoFi: L0 masks on attention/FFN blocks, heads, neurons and hidden dims with a Lagrangian to the target, layerwise distillation, final fine-tuning',
+        create: (o) => new CoFiPruner(o as CoFiOptions),
+      });
+    },
+  };
+}
+
+export default cofiPlugin;
+
 export {
   EPSILON,
   L0Module,

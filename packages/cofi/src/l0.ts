@@ -183,10 +183,11 @@ export class L0Module {
 
     const id = serial++;
     for (const t of this.types) {
-      this.logAlpha[t] = tf.variable(tf.zeros([this.sizeOf(t)]), true, `cofi_l0_${t}_${id}`);
+      // In a tidy: tf.variable shares the initial tensor's data, which would otherwise stay counted.
+      this.logAlpha[t] = tf.tidy(() => tf.variable(tf.zeros([this.sizeOf(t)]), true, `cofi_l0_${t}_${id}`));
     }
-    this.lambda1 = tf.variable(tf.scalar(0), true, `cofi_lambda_1_${id}`);
-    this.lambda2 = tf.variable(tf.scalar(0), true, `cofi_lambda_2_${id}`);
+    this.lambda1 = tf.tidy(() => tf.variable(tf.scalar(0), true, `cofi_lambda_1_${id}`));
+    this.lambda2 = tf.tidy(() => tf.variable(tf.scalar(0), true, `cofi_lambda_2_${id}`));
     this.resetLogAlphas(options.seed ?? 0);
   }
 

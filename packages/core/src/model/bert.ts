@@ -180,7 +180,8 @@ export class BertModel {
     if (masks.ffnMask) expectShape('masks.ffnMask', masks.ffnMask, [L]);
     const hidden = masks.hiddenMask;
     // LayerNorm runs over the dimensions whose hidden mask is non-zero.
-    const keep = hidden ? tf.cast(tf.notEqual(hidden, 0), 'float32') : undefined;
+    // step(|h|) rather than notEqual(h, 0): the same 0/1 pattern, with a (zero) gradient when the mask is learned (CoFi).
+    const keep = hidden ? tf.step(tf.abs(hidden), 0) : undefined;
     const keptCount = keep ? (tf.sum(keep).dataSync()[0] as number) : undefined;
     const ln = (x: Tensor, name: string) => {
       const y = layerNorm(x, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps, keep, keptCount);
@@ -192,8 +193,10 @@ export class BertModel {
     const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
     const positions = tf.slice(p(`${P}embeddings.position_embeddings.weight`), [0, 0], [T, H]);
     const types = tf.gather(p(`${P}embeddings.token_type_embeddings.weight`), tokenTypeIds.reshape([-1])).reshape([B, T, H]);
-    let x: Tensor = ln(scaleHidden(tf.add(tf.add(words, positions), types)), `${P}embeddings.LayerNorm`);
-    x = scaleHidden(drop(x, c.hiddenDropoutProb));
+    // As CoFi: LayerNorm over the kept dimensions, then the hidden mask (once; the same for a 0/1 mask
+    // however often it is applied, but a learned fractional mask must be applied exactly once to fold).
+    let x: Tensor = ln(tf.add(tf.add(words, positions), types), `${P}embeddings.LayerNorm`);
+    x = drop(x, c.hiddenDropoutProb);
     const hiddenStates: Tensor3D[] = outputHiddenStates ? [x as Tensor3D] : [];
 
     // Additive attention mask: 0 where attended, a large negative where padded.

@@ -59,10 +59,10 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const put = (n: string, t: Tensor) => out.set(n, t);
   const all = (k: number) => Array.from({ length: k }, (_, i) => i);
 
-  // Embeddings: the sum is scaled by the hidden mask before LayerNorm; fold into all three tables.
+  // Embeddings: the kept dimensions of the three tables (the hidden mask scales the LayerNorm output, folded below).
   for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
     const n = `bert.embeddings.${e}.weight`;
-    put(n, take(data(n), shape(n), null, hKeep, hScale));
+    put(n, take(data(n), shape(n), null, hKeep));
   }
   // LayerNorm outputs are scaled by the hidden mask afterwards: fold into gamma and beta.
   const lnFold = (name: string) => {
