@@ -184,9 +184,9 @@ export function predictionDistillationLoss(teacherLogits: Tensor, studentLogits:
 export interface CoFiDistillOptions extends LayerDistillOptions {
   /** Softmax temperature of the prediction term (reference run script: 2). */
   temperature?: number;
-  /** Weight of the prediction (KL) term, `distill_ce_loss_alpha` (reference README example: 0.3). */
+  /** Weight of the prediction (KL) term, `distill_ce_loss_alpha` (reference default and README example: 0.1). */
   ceLossAlpha?: number;
-  /** Weight of the layer term, `distill_loss_alpha` (reference README example: 0.7). */
+  /** Weight of the layer term, `distill_loss_alpha` (reference default and README example: 0.9). */
   layerLossAlpha?: number;
 }
 
@@ -211,7 +211,7 @@ export function cofiDistillationLoss(
   transform: LayerTransformation,
   options: CoFiDistillOptions = {},
 ): CoFiDistillResult {
-  const { temperature = 2, ceLossAlpha = 0.3, layerLossAlpha = 0.7 } = options;
+  const { temperature = 2, ceLossAlpha = 0.1, layerLossAlpha = 0.9 } = options;
   const layer = layerDistillationLoss(input.teacherHiddenStates, input.studentHiddenStates, transform, options);
   const kdLoss = predictionDistillationLoss(input.teacherLogits, input.studentLogits, temperature);
   const loss = tf.tidy(() => tf.add(tf.mul(kdLoss, ceLossAlpha), tf.mul(layer.loss, layerLossAlpha)) as Scalar);

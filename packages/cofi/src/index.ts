@@ -6,11 +6,14 @@
 import { provide, type TopiaryPlugin } from '@topiary/core';
 import { CoFiPruner, type CoFiOptions } from './pruner.js';
 
-export { CoFiPruner } from './pruner.js';
+export { CoFiDistillLoss, CoFiPruner, L0_STATE_DIR, L0_STATE_FILE } from './pruner.js';
 export type { CoFiOptions } from './pruner.js';
 
-/** The plugin: registers the `cofi` pruner. */
-export function cofiPlugin(): TopiaryPlugin {
+/**
+ * The plugin: registers the `cofi` pruner. `options` are defaults under the run config's `options`
+ * (e.g. `cofiPlugin({ maskLearningRate: 0.05 })`).
+ */
+export function cofiPlugin(options: CoFiOptions = {}): TopiaryPlugin {
   return {
     name: '@topiary/cofi',
     version: '0.1.0',
@@ -19,7 +22,7 @@ export function cofiPlugin(): TopiaryPlugin {
         kind: 'pruner',
         id: 'cofi',
         description: 'CoFi: L0 masks on attention/FFN blocks, heads, neurons and hidden dims with a Lagrangian to the target, layerwise distillation, final fine-tuning',
-        create: (o) => new CoFiPruner(o as CoFiOptions),
+        create: (o) => new CoFiPruner({ ...options, ...(o as CoFiOptions) }),
       });
     },
   };

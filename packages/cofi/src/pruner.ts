@@ -9,9 +9,12 @@ import {
   resolveParts,
   tf,
   trainLoop,
+  writeFileAtomic,
   writeSafetensors,
+  type ComponentSpec,
   type DistillationLoss,
   type LossInput,
+  type Metrics,
   type NamedTensor,
   type PruneContext,
   type PruneResult,
@@ -21,64 +24,139 @@ import {
   type Tensor,
 } from '@topiary/core';
 import { L0Module, MASK_TYPES, disposeCoFiZ, toStructuredMasks, type CoFiZ, type MaskType, type ZValues } from './l0.js';
-import { LayerTransformation, cofiDistillationLoss, defaultTeacherLayers } from './distill.js';
+import { LayerTransformation, cofiDistillationLoss, defaultTeacherLayers, type LayerDistillOptions } from './distill.js';
 
+/**
+ * Options of the `cofi` pruner (the run config's `options`, plus `targetSparsity`). Reference names and
+ * defaults are in the package README. Phase budgets: `<phase>Steps`, else `<phase>Epochs` (passes over
+ * the training data), else `<phase>Fraction` of the run's budget; pruning gets what is left.
+ */
 export interface CoFiOptions {
+  /** Expected encoder sparsity to reach, in (0, 1) (reference `target_sparsity`). */
   targetSparsity?: number;
   /** Mask granularities to learn (reference `pruning_type`): default all five. */
   types?: MaskType[];
-  /** Learning rate of log-alphas and (by ascent) of the Lagrange multipliers (reference `reg_learning_rate`). */
+  /** Learning rate of the log-alphas and, by ascent, of the Lagrange multipliers (reference `reg_learning_rate`, 0.01 in its run script). */
   maskLearningRate?: number;
-  /** Fraction of the pruning phase over which the target sparsity rises linearly from 0 (reference: 2 of 20 epochs). */
-  lagrangianWarmupFraction?: number;
-  /** Fractions of the training budget: pre-pruning distillation and the final fine-tuning with frozen masks. */
-  distillFraction?: number;
-  finetuneFraction?: number;
-  /** Distillation weights and temperature (reference run script: 0.3 prediction, 0.7 layer, T 2). */
-  ceLossAlpha?: number;
-  layerLossAlpha?: number;
-  temperature?: number;
-  /** Teacher layers to match (indices of layer outputs); default `defaultTeacherLayers` ([2, 5, 8, 11] for 12 layers). */
-  teacherLayers?: number[];
-  /** Keep the best model only once the expected sparsity is within this of the target (reference 0.01 via `target - expected`). */
-  sparsityEpsilon?: number;
-  /** Evaluate every N pruning steps (default: 5 times over the phase). */
-  evalEvery?: number;
-  /** Initial drop rate of FFN neurons (reference 0.5). */
+  /** Initial drop rate of FFN neurons (reference `droprate_init`, 0.5). */
   droprateInit?: number;
-  /** A finished CoFi run's folder (or its `cofi/l0.safetensors`) to continue from its learned masks. */
+  /** Hard-concrete temperature (reference `temperature`, 2/3). */
+  maskTemperature?: number;
+  /** Steps over which the target rises linearly from the start sparsity (reference `lagrangian_warmup_epochs` x steps per epoch). */
+  lagrangianWarmup?: number;
+  /** The same as a fraction of the pruning phase, when `lagrangianWarmup` is not given (default 0.2). */
+  lagrangianWarmupFraction?: number;
+  /** Distillation before pruning (reference `prepruning_finetune_steps`, hard-coded 100); default none. */
+  distillSteps?: number;
+  distillEpochs?: number;
+  distillFraction?: number;
+  /** Fine-tuning with the masks frozen after pruning (the reference's second run, `pruning_type None`); default 0.2 of the budget. */
+  finetuneSteps?: number;
+  finetuneEpochs?: number;
+  finetuneFraction?: number;
+  /** Model learning rate of the fine-tuning phase (default: `training.learningRate`). */
+  finetuneLearningRate?: number;
+  /** Losses of the fine-tuning phase as core loss specs (default: CoFi's distillation, as the reference). */
+  finetuneLosses?: ComponentSpec[];
+  /** Weight of prediction distillation (reference `distill_ce_loss_alpha`, 0.1). */
+  ceLossAlpha?: number;
+  /** Weight of layer distillation (reference `distill_loss_alpha`, 0.9). */
+  layerLossAlpha?: number;
+  /** Temperature of prediction distillation (reference `distill_temp`: 2 in its run script). */
+  distillTemperature?: number;
+  /** Teacher layers to match; default `defaultTeacherLayers` ([2, 5, 8, 11] for 12 layers). */
+  teacherLayers?: number[];
+  /** How removed student layers restrict the matching (see `layerDistillationLoss`); default 'reference'. */
+  removedLayerRule?: LayerDistillOptions['removedLayerRule'];
+  /** The best model is kept only once the expected sparsity is within this of the target (reference `sparsity_epsilon`; 0.01 as its README recommends). */
+  sparsityEpsilon?: number;
+  /** Evaluate on dev every N steps in the pruning and fine-tuning phases (default: 10 times a phase). */
+  evalEvery?: number;
+  /** Keep the best evaluated model of each phase (reference behaviour); false keeps the last. */
+  keepBest?: boolean;
+  /** A finished cofi run's output folder (or its `cofi/l0.safetensors`) to continue from its learned masks. */
+  resumeMasks?: string;
+  /** @deprecated alias of `resumeMasks`. */
   resumeFrom?: string;
-  /** Losses of the final fine-tuning (default: prediction distillation `kd`). */
-  finetuneLosses?: unknown[];
 }
 
-const L0_FILE = 'l0.safetensors';
+const KNOWN: ReadonlySet<string> = new Set([
+  'targetSparsity', 'types', 'maskLearningRate', 'droprateInit', 'maskTemperature', 'lagrangianWarmup', 'lagrangianWarmupFraction',
+  'distillSteps', 'distillEpochs', 'distillFraction', 'finetuneSteps', 'finetuneEpochs', 'finetuneFraction', 'finetuneLearningRate',
+  'finetuneLosses', 'ceLossAlpha', 'layerLossAlpha', 'distillTemperature', 'teacherLayers', 'removedLayerRule', 'sparsityEpsilon',
+  'evalEvery', 'keepBest', 'resumeMasks', 'resumeFrom',
+]);
 
-/** The L0 state (log-alphas, multipliers) to a safetensors file, so a run can continue to a higher target. */
-async function saveL0(l0: L0Module, file: string): Promise<void> {
-  const tensors = new Map<string, NamedTensor>();
-  for (const t of l0.types) {
-    const v = l0.logAlpha[t]!;
-    tensors.set(`log_alpha.${t}`, { shape: v.shape, data: v.dataSync() as Float32Array });
-  }
-  tensors.set('lambda_1', { shape: [1], data: Float32Array.from(l0.lambda1.dataSync()) });
-  tensors.set('lambda_2', { shape: [1], data: Float32Array.from(l0.lambda2.dataSync()) });
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await writeSafetensors(file, tensors);
-}
+/** Where a run keeps its L0 state, under its output folder. */
+export const L0_STATE_DIR = 'cofi';
+export const L0_STATE_FILE = 'l0.safetensors';
 
-async function loadL0(l0: L0Module, source: string): Promise<void> {
-  const file = source.endsWith('.safetensors') ? source : path.join(source, 'cofi', L0_FILE);
-  if (!existsSync(file)) throw new Error(`cofi: option 'resumeFrom': no L0 state at ${file} (a finished cofi run writes <out>/cofi/${L0_FILE})`);
-  const tensors = await readSafetensors(file);
-  for (const t of l0.types) {
-    const saved = tensors.get(`log_alpha.${t}`);
-    if (!saved) throw new Error(`${file}: no 'log_alpha.${t}' (the run learned other mask types)`);
-    if (saved.data.length !== l0.logAlpha[t]!.size) {
-      throw new Error(`${file}: 'log_alpha.${t}' has ${saved.data.length} values, this model needs ${l0.logAlpha[t]!.size} (resume from the run's checkpoint/model, not its compacted model)`);
+function checkOptions(o: CoFiOptions): void {
+  for (const k of Object.keys(o)) {
+    if (!KNOWN.has(k)) {
+      const hint = k === 'temperature' ? " (the distillation temperature is 'distillTemperature', the hard-concrete one 'maskTemperature')" : k === 'losses' ? " (cofi's losses are fixed in pruning; use 'finetuneLosses' for the fine-tuning phase)" : '';
+      throw new Error(`cofi: unknown option '${k}'${hint}; expected one of ${[...KNOWN].join(', ')}`);
     }
-    tf.tidy(() => l0.logAlpha[t]!.assign(tf.tensor1d(saved.data)));
   }
+  const num = (k: keyof CoFiOptions, ok: (v: number) => boolean, want: string) => {
+    const v = o[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && ok(v))) throw new Error(`cofi: option '${k}' must be ${want}, got ${JSON.stringify(v)}`);
+  };
+  const t = o.targetSparsity;
+  if (typeof t !== 'number' || !(t > 0 && t < 1)) throw new Error(`cofi: option 'targetSparsity' must be in (0, 1), got ${JSON.stringify(t)}`);
+  for (const k of ['maskLearningRate', 'maskTemperature', 'finetuneLearningRate', 'distillTemperature'] as const) num(k, (v) => v > 0, 'a positive number');
+  for (const k of ['ceLossAlpha', 'layerLossAlpha', 'sparsityEpsilon', 'lagrangianWarmup', 'distillEpochs', 'finetuneEpochs'] as const) num(k, (v) => v >= 0, 'a non-negative number');
+  for (const k of ['distillSteps', 'finetuneSteps', 'evalEvery'] as const) num(k, (v) => Number.isInteger(v) && v >= (k === 'evalEvery' ? 1 : 0), k === 'evalEvery' ? 'a positive integer' : 'a non-negative integer');
+  for (const k of ['lagrangianWarmupFraction', 'distillFraction', 'finetuneFraction'] as const) num(k, (v) => v >= 0 && v < 1, 'in [0, 1)');
+  num('droprateInit', (v) => v >= 0 && v < 1, 'in [0, 1)');
+  if (o.types !== undefined && !(Array.isArray(o.types) && o.types.length > 0 && o.types.every((x) => (MASK_TYPES as readonly string[]).includes(x)))) {
+    throw new Error(`cofi: option 'types' must be a non-empty list of ${MASK_TYPES.join(', ')}, got ${JSON.stringify(o.types)}`);
+  }
+  if (o.teacherLayers !== undefined && !(Array.isArray(o.teacherLayers) && o.teacherLayers.length > 0 && o.teacherLayers.every((x) => Number.isInteger(x) && x >= 0))) {
+    throw new Error(`cofi: option 'teacherLayers' must be a non-empty list of layer indices, got ${JSON.stringify(o.teacherLayers)}`);
+  }
+  if (o.removedLayerRule !== undefined && !['reference', 'layer'].includes(o.removedLayerRule)) throw new Error(`cofi: option 'removedLayerRule' must be 'reference' or 'layer', got ${JSON.stringify(o.removedLayerRule)}`);
+  if (o.keepBest !== undefined && typeof o.keepBest !== 'boolean') throw new Error(`cofi: option 'keepBest' must be true or false, got ${JSON.stringify(o.keepBest)}`);
+  if (o.resumeMasks !== undefined && o.resumeFrom !== undefined && o.resumeMasks !== o.resumeFrom) throw new Error("cofi: give 'resumeMasks' or its alias 'resumeFrom', not both");
+  for (const k of ['resumeMasks', 'resumeFrom'] as const) if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new Error(`cofi: option '${k}' must be a path, got ${JSON.stringify(o[k])}`);
+}
+
+/** The L0 state (log-alphas, multipliers, the layer map) as safetensors, so a run can continue to a higher target. */
+async function saveL0(l0: L0Module, transform: LayerTransformation, dir: string, info: Record<string, unknown>): Promise<string> {
+  const tensors = new Map<string, NamedTensor>();
+  const put = (name: string, v: Tensor) => tensors.set(name, { shape: v.shape, data: Float32Array.from(v.dataSync() as Float32Array) });
+  for (const t of l0.types) put(`log_alpha.${t}`, l0.logAlpha[t]!);
+  put('lambda_1', l0.lambda1);
+  put('lambda_2', l0.lambda2);
+  put('layer_transformation.weight', transform.weight);
+  put('layer_transformation.bias', transform.bias);
+  await fs.mkdir(dir, { recursive: true });
+  const file = path.join(dir, L0_STATE_FILE);
+  await writeSafetensors(file, tensors);
+  await writeFileAtomic(path.join(dir, 'l0.json'), `${JSON.stringify({ types: l0.types, ...info }, null, 2)}\n`);
+  return file;
+}
+
+/** Loads log-alphas and the layer map of a previous run (the multipliers restart at 0, as for a new run). */
+async function loadL0(l0: L0Module, transform: LayerTransformation, source: string): Promise<string> {
+  const file = source.endsWith('.safetensors') ? source : path.join(source, L0_STATE_DIR, L0_STATE_FILE);
+  if (!existsSync(file)) throw new Error(`cofi: option 'resumeMasks': no L0 state at ${file} (a finished cofi run writes <out>/${L0_STATE_DIR}/${L0_STATE_FILE})`);
+  const tensors = await readSafetensors(file);
+  const take = (name: string, into: tf.Variable, required: boolean) => {
+    const saved = tensors.get(name);
+    if (!saved) {
+      if (required) throw new Error(`cofi: option 'resumeMasks': ${file} has no '${name}' (that run learned other mask types; set 'types' as it did)`);
+      return;
+    }
+    if (saved.data.length !== into.size) {
+      throw new Error(`cofi: option 'resumeMasks': '${name}' in ${file} has ${saved.data.length} values, this model needs ${into.size} (start from that run's full-size <out>/checkpoint/model, not its compacted model)`);
+    }
+    tf.tidy(() => into.assign(tf.tensor(saved.data, into.shape)));
+  };
+  for (const t of l0.types) take(`log_alpha.${t}`, l0.logAlpha[t]!, true);
+  take('layer_transformation.weight', transform.weight, false);
+  take('layer_transformation.bias', transform.bias, false);
+  return file;
 }
 
 /** Deterministic masks as a core MaskSet (fractional values are folded into the weights at compaction). */
@@ -92,14 +170,19 @@ function maskSetOf(z: ZValues, base: MaskSet): MaskSet {
   return m;
 }
 
-/** CoFi's distillation as a loss term: 0.3 prediction KD + 0.7 layer matching through a learned map. */
-class CoFiDistillLoss implements DistillationLoss {
+/**
+ * CoFi's distillation as a loss term (reference `calculate_distillation_loss`): prediction KD and
+ * layer matching through the learned map, each weighted. `headLayerZ` gives the current step's
+ * attention-layer gates (the sampled `head_layer_z` while pruning; none once the masks are frozen, as
+ * in the reference's fine-tuning run, which has no L0 module).
+ */
+export class CoFiDistillLoss implements DistillationLoss {
   readonly id = 'cofi-distill';
   readonly needs = { teacher: true, hiddenStates: true };
   constructor(
     private readonly transform: LayerTransformation,
-    private readonly opts: { ceLossAlpha: number; layerLossAlpha: number; temperature: number; teacherLayers: number[] },
-    private readonly headLayerZ: () => Tensor | undefined,
+    private readonly opts: { ceLossAlpha: number; layerLossAlpha: number; temperature: number; teacherLayers: number[]; removedLayerRule?: LayerDistillOptions['removedLayerRule'] },
+    private readonly headLayerZ: () => Tensor | undefined = () => undefined,
   ) {}
   compute({ student, teacher }: LossInput): Record<string, Scalar> {
     if (!teacher?.hiddenStates || !student.hiddenStates || !teacher.logits || !student.logits) throw new Error('cofi: distillation needs teacher and student hidden states and logits');
@@ -113,12 +196,28 @@ class CoFiDistillLoss implements DistillationLoss {
   }
 }
 
+/** A copy of the model's parameters (and any other variables) to restore the best evaluated state. */
+class Snapshot {
+  private readonly saved: [tf.Variable, Tensor][];
+  constructor(vars: tf.Variable[], readonly step: number, readonly accuracy: number, readonly expectedSparsity?: number) {
+    this.saved = vars.map((v) => [v, tf.keep(v.clone())]);
+  }
+  restore(): void {
+    for (const [v, t] of this.saved) v.assign(t);
+  }
+  dispose(): void {
+    for (const [, t] of this.saved) t.dispose();
+  }
+}
+
+const expectedOf = (l0: L0Module): number => tf.tidy(() => l0.expectedSparsity().dataSync()[0]!);
+
 /**
  * CoFi pruning (Xia, Zhong and Chen 2022): hard-concrete L0 masks on attention blocks, heads, FFN
- * blocks, FFN neurons and hidden dimensions, learned jointly with the weights under a Lagrangian
- * that drives the expected sparsity to the target, with CoFi's layerwise and prediction distillation;
- * then a fine-tuning phase with the masks frozen. Embeddings are frozen throughout; log-alphas are
- * clamped after each step; multipliers start at 0 and are trained by gradient ascent.
+ * blocks, FFN neurons and hidden dimensions, learned jointly with the weights under a Lagrangian that
+ * drives the expected sparsity to the target, with CoFi's layerwise and prediction distillation; then
+ * fine-tuning with the masks frozen. Embeddings are frozen throughout; log-alphas are clamped after
+ * each step; multipliers start at 0 and are trained by gradient ascent at the mask learning rate.
  */
 export class CoFiPruner implements Pruner {
   readonly id = 'cofi';
@@ -126,53 +225,83 @@ export class CoFiPruner implements Pruner {
 
   async run(ctx: PruneContext): Promise<PruneResult> {
     const o: CoFiOptions = { ...this.defaults, ...(ctx.options as CoFiOptions) };
-    const target = o.targetSparsity;
-    if (typeof target !== 'number' || !(target > 0 && target < 1)) throw new Error(`cofi: option 'targetSparsity' must be in (0, 1), got ${JSON.stringify(target)}`);
-    if (!ctx.teacher) throw new Error('cofi: needs a teacher (the unpruned fine-tuned model) for distillation');
-    const { model, control } = ctx;
+    checkOptions(o);
+    const target = o.targetSparsity!;
+    if (!ctx.teacher) throw new Error('cofi: needs a teacher (the unpruned fine-tuned model) for distillation: set `teacher` in the run config');
+    const { model, control, teacher } = ctx;
     const c = model.config;
+
+    // Budget: the run's steps split into phases; pruning takes the rest.
     const total = budgetSteps(ctx.training, ctx.train.size);
-    const distillSteps = Math.round((o.distillFraction ?? 0) * total);
-    const finetuneSteps = Math.round((o.finetuneFraction ?? 0.2) * total);
+    const perEpoch = Math.ceil(ctx.train.size / ctx.training.batchSize);
+    const phaseSteps = (steps: number | undefined, epochs: number | undefined, fraction: number | undefined, dflt: number) =>
+      steps ?? (epochs !== undefined ? Math.round(epochs * perEpoch) : Math.round((fraction ?? dflt) * total));
+    const distillSteps = phaseSteps(o.distillSteps, o.distillEpochs, o.distillFraction, 0);
+    const finetuneSteps = phaseSteps(o.finetuneSteps, o.finetuneEpochs, o.finetuneFraction, 0.2);
     const pruneSteps = total - distillSteps - finetuneSteps;
-    if (pruneSteps <= 0) throw new Error(`cofi: options 'distillFraction' + 'finetuneFraction' leave no pruning steps of ${total}`);
-    const warmup = Math.round((o.lagrangianWarmupFraction ?? 0.3) * pruneSteps);
+    if (pruneSteps <= 0) throw new Error(`cofi: the distillation (${distillSteps}) and fine-tuning (${finetuneSteps}) phases leave no pruning steps of the ${total} in the budget (training.epochs / maxSteps); lower 'distill*' / 'finetune*'`);
+    const warmup = o.lagrangianWarmup !== undefined ? Math.round(o.lagrangianWarmup) : Math.round((o.lagrangianWarmupFraction ?? 0.2) * pruneSteps);
     const maskLr = o.maskLearningRate ?? 0.01;
     const eps = o.sparsityEpsilon ?? 0.01;
+    const keepBest = o.keepBest ?? true;
+    const evalEvery = (steps: number) => o.evalEvery ?? ctx.training.evalEvery ?? Math.max(1, Math.floor(steps / 10));
+    const resume = o.resumeMasks ?? o.resumeFrom;
+
+    const teacherLayers = o.teacherLayers ?? defaultTeacherLayers(teacher.config.numHiddenLayers);
+    const badLayer = teacherLayers.find((t) => t >= teacher.config.numHiddenLayers);
+    if (badLayer !== undefined) throw new Error(`cofi: option 'teacherLayers': ${badLayer} is not a layer of the ${teacher.config.numHiddenLayers}-layer teacher (0..${teacher.config.numHiddenLayers - 1})`);
+
     const l0 = new L0Module(
       { hiddenSize: c.hiddenSize, numHiddenLayers: c.numHiddenLayers, numAttentionHeads: c.numAttentionHeads, intermediateSize: c.intermediateSize, attentionHeadSize: c.attentionHeadSize, layerHeads: c.layerHeads, layerIntermediate: c.layerIntermediate },
-      { types: o.types ?? [...MASK_TYPES], targetSparsity: target, lagrangianWarmup: warmup, droprateInit: o.droprateInit ?? 0.5, seed: ctx.seed },
+      { types: o.types ?? [...MASK_TYPES], targetSparsity: target, lagrangianWarmup: warmup, droprateInit: o.droprateInit ?? 0.5, ...(o.maskTemperature !== undefined ? { temperature: o.maskTemperature } : {}), seed: ctx.seed },
     );
-    if (o.resumeFrom) await loadL0(l0, o.resumeFrom);
     const transform = LayerTransformation.identity(c.hiddenSize);
     const distillOpts = {
-      ceLossAlpha: o.ceLossAlpha ?? 0.3,
-      layerLossAlpha: o.layerLossAlpha ?? 0.7,
-      temperature: o.temperature ?? 2,
-      teacherLayers: o.teacherLayers ?? defaultTeacherLayers(ctx.teacher.config.numHiddenLayers),
+      ceLossAlpha: o.ceLossAlpha ?? 0.1,
+      layerLossAlpha: o.layerLossAlpha ?? 0.9,
+      temperature: o.distillTemperature ?? 2,
+      teacherLayers,
+      ...(o.removedLayerRule ? { removedLayerRule: o.removedLayerRule } : {}),
     };
     let lastZ: CoFiZ | undefined;
-    const distill = new CoFiDistillLoss(transform, distillOpts, () => lastZ?.headLayerZ);
-    const frozen = (n: string) => !n.startsWith('bert.embeddings.');
+    const pruneLoss = new CoFiDistillLoss(transform, distillOpts, () => lastZ?.headLayerZ);
+    const frozenMaskLoss = new CoFiDistillLoss(transform, distillOpts);
+    // Reference: every parameter whose name contains `embeddings` is left out of the optimizer, in every phase.
+    const trainable = (n: string) => !n.startsWith('bert.embeddings.');
+    const snapshotVars = () => [...model.trainableVariables(trainable), ...transform.variables()];
     const rng = new Rng(ctx.seed + 17);
     const phases: Record<string, number> = {};
     let offset = 0;
-    const common = { model, train: ctx.train, teacher: ctx.teacher, control, trainable: frozen } as const;
+    const common = { model, train: ctx.train, teacher, control, trainable } as const;
+    const transformGroup = { variables: transform.variables(), learningRate: ctx.training.learningRate, weightDecay: 0 };
+    let best: Snapshot | undefined;
+    // Read through a function: TypeScript does not see the assignments made in the evaluation hooks.
+    const currentBest = (): Snapshot | undefined => best;
     try {
-      // 1. Optional distillation before pruning (the reference's `prepruning_finetune`).
+      let resumedFrom: string | undefined;
+      if (resume) {
+        resumedFrom = await loadL0(l0, transform, resume);
+        // Continue from where the masks are: the target rises from their expected sparsity to the new one.
+        l0.startSparsity = expectedOf(l0);
+        control.emit({ type: 'log', message: `cofi: resumed masks from ${resumedFrom} (expected sparsity ${(100 * l0.startSparsity).toFixed(2)}%, new target ${(100 * target).toFixed(2)}%)` });
+      }
+      const expectedStart = expectedOf(l0);
+
+      // 1. Optional distillation before pruning (reference `prepruning_finetune_steps`).
       if (distillSteps > 0) {
-        const r = await trainLoop({ ...common, losses: [distill], training: { ...ctx.training, maxSteps: distillSteps }, seed: ctx.seed, extraGroups: [{ variables: [transform.weight, transform.bias], learningRate: ctx.training.learningRate, weightDecay: 0 }], phase: 'distill', stepOffset: offset });
+        const r = await trainLoop({ ...common, losses: [frozenMaskLoss], training: { ...ctx.training, maxSteps: distillSteps }, seed: ctx.seed, extraGroups: [transformGroup], phase: 'distill', stepOffset: offset });
         offset += r.steps;
         phases['distill'] = r.steps;
       }
+
       // 2. Pruning: sampled masks in training, deterministic in evaluation, Lagrangian to the target.
       const pruneStart = offset;
-      let best: { accuracy: number; params: Map<string, Tensor>; logAlpha: Map<MaskType, Tensor>; step: number; expected: number } | undefined;
-      let lastExpected = 0;
+      let saving = false;
+      let lastExpected = expectedStart;
       const r = await trainLoop({
         ...common,
         dev: ctx.dev,
-        losses: [distill],
+        losses: [pruneLoss],
         training: { ...ctx.training, maxSteps: pruneSteps },
         seed: ctx.seed + 1,
         phase: 'prune',
@@ -189,68 +318,105 @@ export class CoFiPruner implements Pruner {
         extraGroups: [
           { variables: l0.logAlphaVariables(), learningRate: maskLr, weightDecay: 0, constantRate: true },
           { variables: l0.lagrangianVariables(), learningRate: maskLr, weightDecay: 0, ascent: true, constantRate: true },
-          { variables: [transform.weight, transform.bias], learningRate: ctx.training.learningRate, weightDecay: 0 },
+          transformGroup,
         ],
         afterStep: () => l0.constrainParameters(),
-        evalEvery: o.evalEvery ?? Math.max(1, Math.floor(pruneSteps / 5)),
+        evalEvery: evalEvery(pruneSteps),
         onEvaluated: (metrics, step) => {
-          // The reference keeps a best model only once the expected sparsity has reached the target.
-          const expected = tf.tidy(() => l0.expectedSparsity().dataSync()[0]!);
-          if (target - expected > eps || (best && metrics.accuracy <= best.accuracy)) return;
-          if (best) tf.dispose([...best.params.values(), ...best.logAlpha.values()]);
-          best = {
-            accuracy: metrics.accuracy,
-            step,
-            expected,
-            params: new Map([...model.params].map(([n, v]) => [n, tf.keep(v.clone())])),
-            logAlpha: new Map(l0.types.map((t) => [t, tf.keep(l0.logAlpha[t]!.clone())])),
-          };
+          const expected = expectedOf(l0);
+          control.emit({ type: 'log', message: `cofi: step ${step}: expected sparsity ${(100 * expected).toFixed(2)}% (target now ${(100 * l0.targetSparsityAt(step - pruneStart)).toFixed(2)}%), dev accuracy ${(100 * metrics.accuracy).toFixed(2)}%` });
+          // Reference: once the expected sparsity has come within epsilon of the target, every later
+          // evaluation may give the best model (the latch never resets).
+          if (!saving && expected - target >= -eps) saving = true;
+          if (!keepBest || !saving || (best && metrics.accuracy <= best.accuracy)) return;
+          best?.dispose();
+          best = new Snapshot([...snapshotVars(), ...l0.logAlphaVariables()], step, metrics.accuracy, expected);
         },
       });
       offset += r.steps;
       phases['prune'] = r.steps;
-      if (best) {
-        for (const [n, v] of best.params) model.params.get(n)!.assign(v);
-        for (const [t, v] of best.logAlpha) l0.logAlpha[t]!.assign(v);
-        tf.dispose([...best.params.values(), ...best.logAlpha.values()]);
-        control.emit({ type: 'log', message: `cofi: best pruned model at step ${best.step} (dev accuracy ${(100 * best.accuracy).toFixed(2)}%, expected sparsity ${(100 * best.expected).toFixed(2)}%)` });
+      const pruneBest = currentBest();
+      if (pruneBest) {
+        pruneBest.restore();
+        control.emit({ type: 'log', message: `cofi: best pruned model at step ${pruneBest.step} (dev accuracy ${(100 * pruneBest.accuracy).toFixed(2)}%, expected sparsity ${(100 * pruneBest.expectedSparsity!).toFixed(2)}%)` });
       } else {
-        control.emit({ type: 'warning', message: `cofi: the expected sparsity never came within ${eps} of the target ${target}; keeping the last model (expected ${(100 * lastExpected).toFixed(2)}%)` });
+        control.emit({ type: 'warning', message: `cofi: the expected sparsity never came within ${eps} of the target ${target} at an evaluation; keeping the last model (expected ${(100 * lastExpected).toFixed(2)}%): give the pruning phase more steps, a longer budget or a higher 'maskLearningRate'` });
       }
-      if (ctx.out) await saveL0(l0, path.join(ctx.out, 'cofi', L0_FILE));
-      // 3. Fine-tuning with the deterministic masks frozen.
+      best?.dispose();
+      best = undefined;
+      const expectedSparsity = expectedOf(l0);
       const zValues = l0.deterministicZValues();
-      const masks = maskSetOf(zValues, ctx.masks);
-      bindMasks(masks, model);
-      const expectedSparsity = tf.tidy(() => l0.expectedSparsity().dataSync()[0]!);
+      const size = l0.calculateModelSize(zValues);
+      let l0File: string | undefined;
+      if (ctx.out) {
+        l0File = await saveL0(l0, transform, path.join(ctx.out, L0_STATE_DIR), { targetSparsity: target, expectedSparsity, prunedModelSparsity: size.pruned_model_sparsity, ...(resumedFrom ? { resumedFrom } : {}) });
+      }
+
+      // 3. Fine-tuning with the deterministic masks frozen.
+      const masks = bindMasks(maskSetOf(zValues, ctx.masks), model);
       control.emit({ type: 'masks-updated', step: offset, sparsity: masks.sparsity(model), target });
       let finetuneAccuracy: number | undefined;
+      let finetuneBest: { step: number; accuracy: number } | undefined;
       if (finetuneSteps > 0) {
-        const { losses } = resolveParts({ ...ctx, options: { losses: o.finetuneLosses ?? [{ id: 'kd' }] } });
-        const f = await trainLoop({ ...common, dev: ctx.dev, losses, training: { ...ctx.training, maxSteps: finetuneSteps }, seed: ctx.seed + 2, forwardMasks: () => masks.toTensors(), phase: 'finetune', stepOffset: offset });
-        offset += f.steps;
-        phases['finetune'] = f.steps;
-        finetuneAccuracy = f.metrics?.accuracy;
-        for (const loss of losses) loss.dispose?.();
+        const custom = o.finetuneLosses ? resolveParts({ ...ctx, options: { losses: o.finetuneLosses } }).losses : undefined;
+        const losses = custom ?? [frozenMaskLoss];
+        try {
+          const f = await trainLoop({
+            ...common,
+            dev: ctx.dev,
+            losses,
+            training: { ...ctx.training, maxSteps: finetuneSteps, learningRate: o.finetuneLearningRate ?? ctx.training.learningRate },
+            seed: ctx.seed + 2,
+            forwardMasks: () => masks.toTensors(),
+            ...(custom ? {} : { extraGroups: [{ ...transformGroup, learningRate: o.finetuneLearningRate ?? ctx.training.learningRate }] }),
+            evalEvery: evalEvery(finetuneSteps),
+            onEvaluated: (metrics: Metrics, step: number) => {
+              if (!keepBest || (best && metrics.accuracy <= best.accuracy)) return;
+              best?.dispose();
+              best = new Snapshot(snapshotVars(), step, metrics.accuracy);
+            },
+            phase: 'finetune',
+            stepOffset: offset,
+          });
+          offset += f.steps;
+          phases['finetune'] = f.steps;
+          finetuneAccuracy = f.metrics?.accuracy;
+        } finally {
+          for (const loss of custom ?? []) loss.dispose?.();
+        }
+        const ftBest = currentBest();
+        if (ftBest) {
+          ftBest.restore();
+          finetuneBest = { step: ftBest.step, accuracy: ftBest.accuracy };
+          control.emit({ type: 'log', message: `cofi: best fine-tuned model at step ${ftBest.step} (dev accuracy ${(100 * ftBest.accuracy).toFixed(2)}%)` });
+        }
       }
-      const size = l0.calculateModelSize(zValues);
+      const reached = masks.sparsity(model);
       return {
         model,
         masks,
         report: {
+          expectedSparsityStart: expectedStart,
           expectedSparsity,
+          reachedEncoderSparsity: reached.encoderSparsity,
           cofiRemainingParams: size.remaining_params,
           cofiPrunedModelSparsity: size.pruned_model_sparsity,
           cofiPrunableParams: l0.prunableModelSize,
+          headsPerLayer: size.head_nums.map((n, l) => n * size.head_layers[l]!),
+          intermediatePerLayer: size.intermediate_dims.map((n, l) => n * size.mlp_layers[l]!),
+          hiddenDims: size.hidden_dims,
           phases,
           lagrangianWarmupSteps: warmup,
-          teacherLayers: distillOpts.teacherLayers,
-          ...(best ? { bestPruneStep: best.step, bestPruneAccuracy: best.accuracy } : {}),
+          teacherLayers,
+          ...(pruneBest ? { bestPruneStep: pruneBest.step, bestPruneAccuracy: pruneBest.accuracy } : {}),
           ...(finetuneAccuracy !== undefined ? { finetuneAccuracy } : {}),
-          ...(o.resumeFrom ? { resumedFrom: o.resumeFrom } : {}),
+          ...(finetuneBest ? { bestFinetuneStep: finetuneBest.step, bestFinetuneAccuracy: finetuneBest.accuracy } : {}),
+          ...(l0File ? { l0State: l0File } : {}),
+          ...(resumedFrom ? { resumedFrom } : {}),
         },
       };
     } finally {
+      best?.dispose();
       // The last masks were made inside a step's tidy and are already released; this is a no-op then.
       if (lastZ) disposeCoFiZ(lastZ);
       lastZ = undefined;
