@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds the results rows of docs/results.md from finished runs: for every exported level model of
-// each run (`exportLevels: true`), dev accuracy on the full dev set, encoder parameters left, and the
+// each run (`exportLevels: true`; a run without levels gives its exported `model`), dev accuracy on the full dev set, encoder parameters left, and the
 // inference speedup over the dense teacher measured side by side in this process (batch 32 x 64).
 //   node scripts/results.mjs --teacher <dense-dir> --dev <dev.jsonl> --levels 3,5,7 <run-dir>...
 import 'reflect-metadata';
@@ -67,8 +67,10 @@ console.error(`teacher ${(100 * teacher.accuracy).toFixed(2)}%, ${teacher.inferM
 const rows = [];
 for (const run of args) {
   const report = JSON.parse(readFileSync(path.join(run, 'report.json'), 'utf8'));
-  for (const level of report.levels) {
-    if (levels.length && !levels.includes(level.level)) continue;
+  // A run without levels (cofi, movement) is one row: its exported model.
+  const entries = report.levels?.length ? report.levels : [{ level: '-', targetSparsity: report.targetSparsity, encoderSparsity: report.encoderSparsity, model: path.join(run, 'model') }];
+  for (const level of entries) {
+    if (report.levels?.length && levels.length && !levels.includes(level.level)) continue;
     if (!level.model) continue;
     const r = await measure(level.model);
     const row = {

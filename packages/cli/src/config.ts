@@ -78,6 +78,8 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   const base = path.dirname(path.resolve(file));
   const abs = (p: string) => path.resolve(base, p);
   const options: Record<string, unknown> = { ...c.options };
+  // Options that name files (cofi's `resumeMasks`) resolve against the config's folder like every other path.
+  for (const k of ['resumeMasks', 'resumeFrom']) if (typeof options[k] === 'string') options[k] = abs(options[k] as string);
   if (c.criterion !== undefined) options['criterion'] = c.criterion;
   if (c.scheduler !== undefined) options['scheduler'] = c.scheduler;
   if (c.losses !== undefined) options['losses'] = c.losses;

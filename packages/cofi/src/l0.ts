@@ -127,6 +127,12 @@ export class L0Module {
   targetSparsity: number;
   startSparsity: number;
   lagrangianWarmup: number;
+  /**
+   * Added to the warmed-up target in the Lagrangian (0 = the reference). The pruner sets it to the gap
+   * between expected and deterministic sparsity, so that the deterministic (exported) model lands on
+   * the target rather than the expectation.
+   */
+  targetCorrection = 0;
 
   /** Parameters per unit of each type, as the reference counts them. */
   readonly parametersPerDim: Record<MaskType, number>;
@@ -330,7 +336,7 @@ export class L0Module {
    * sparsity and t the warmed-up target at `prunedSteps` (steps since pruning started).
    */
   lagrangianRegularization(prunedSteps: number): { lagrangianLoss: Scalar; expectedSparsity: Scalar; targetSparsity: number } {
-    const targetSparsity = this.targetSparsityAt(prunedSteps);
+    const targetSparsity = this.targetSparsityAt(prunedSteps) + this.targetCorrection;
     const expectedSparsity = this.expectedSparsity();
     const lagrangianLoss = tf.tidy(() => {
       const gap = tf.sub(expectedSparsity, targetSparsity);

@@ -72,8 +72,22 @@ export interface CoFiOptions {
   sparsityEpsilon?: number;
   /** Evaluate on dev every N steps in the pruning and fine-tuning phases (default: 10 times a phase). */
   evalEvery?: number;
+  /**
+   * Evaluate inside the phases on this many dev examples, evenly spaced over the dev file (default:
+   * all); the run's final accuracy is always on the whole dev set.
+   */
+  evalExamples?: number;
   /** Keep the best evaluated model of each phase (reference behaviour); false keeps the last. */
   keepBest?: boolean;
+  /**
+   * Steer the deterministic (exported) masks to the target, not only the expectation (default true;
+   * false is the reference). At each evaluation the Lagrangian's target is shifted by the gap between
+   * expected and deterministic sparsity, and the best model is chosen among evaluations whose
+   * deterministic sparsity is within `sparsityEpsilon` of the target (else the closest one). Rounding
+   * the expected number of zeros per layer otherwise leaves the exported model up to half a head per
+   * layer away from the target, several points on small models.
+   */
+  sizeCorrection?: boolean;
   /** A finished cofi run's output folder (or its `cofi/l0.safetensors`) to continue from its learned masks. */
   resumeMasks?: string;
   /** @deprecated alias of `resumeMasks`. */
@@ -84,7 +98,7 @@ const KNOWN: ReadonlySet<string> = new Set([
   'targetSparsity', 'types', 'maskLearningRate', 'droprateInit', 'maskTemperature', 'lagrangianWarmup', 'lagrangianWarmupFraction',
   'distillSteps', 'distillEpochs', 'distillFraction', 'finetuneSteps', 'finetuneEpochs', 'finetuneFraction', 'finetuneLearningRate',
   'finetuneLosses', 'ceLossAlpha', 'layerLossAlpha', 'distillTemperature', 'teacherLayers', 'removedLayerRule', 'sparsityEpsilon',
-  'evalEvery', 'keepBest', 'resumeMasks', 'resumeFrom',
+  'evalEvery', 'evalExamples', 'keepBest', 'sizeCorrection', 'resumeMasks', 'resumeFrom',
 ]);
 
 /** Where a run keeps its L0 state, under its output folder. */
@@ -106,7 +120,7 @@ function checkOptions(o: CoFiOptions): void {
   if (typeof t !== 'number' || !(t > 0 && t < 1)) throw new Error(`cofi: option 'targetSparsity' must be in (0, 1), got ${JSON.stringify(t)}`);
   for (const k of ['maskLearningRate', 'maskTemperature', 'finetuneLearningRate', 'distillTemperature'] as const) num(k, (v) => v > 0, 'a positive number');
   for (const k of ['ceLossAlpha', 'layerLossAlpha', 'sparsityEpsilon', 'lagrangianWarmup', 'distillEpochs', 'finetuneEpochs'] as const) num(k, (v) => v >= 0, 'a non-negative number');
-  for (const k of ['distillSteps', 'finetuneSteps', 'evalEvery'] as const) num(k, (v) => Number.isInteger(v) && v >= (k === 'evalEvery' ? 1 : 0), k === 'evalEvery' ? 'a positive integer' : 'a non-negative integer');
+  for (const k of ['distillSteps', 'finetuneSteps', 'evalEvery', 'evalExamples'] as const) num(k, (v) => Number.isInteger(v) && v >= (k === 'evalEvery' || k === 'evalExamples' ? 1 : 0), k === 'evalEvery' || k === 'evalExamples' ? 'a positive integer' : 'a non-negative integer');
   for (const k of ['lagrangianWarmupFraction', 'distillFraction', 'finetuneFraction'] as const) num(k, (v) => v >= 0 && v < 1, 'in [0, 1)');
   num('droprateInit', (v) => v >= 0 && v < 1, 'in [0, 1)');
   if (o.types !== undefined && !(Array.isArray(o.types) && o.types.length > 0 && o.types.every((x) => (MASK_TYPES as readonly string[]).includes(x)))) {
@@ -116,7 +130,7 @@ function checkOptions(o: CoFiOptions): void {
     throw new Error(`cofi: option 'teacherLayers' must be a non-empty list of layer indices, got ${JSON.stringify(o.teacherLayers)}`);
   }
   if (o.removedLayerRule !== undefined && !['reference', 'layer'].includes(o.removedLayerRule)) throw new Error(`cofi: option 'removedLayerRule' must be 'reference' or 'layer', got ${JSON.stringify(o.removedLayerRule)}`);
-  if (o.keepBest !== undefined && typeof o.keepBest !== 'boolean') throw new Error(`cofi: option 'keepBest' must be true or false, got ${JSON.stringify(o.keepBest)}`);
+  for (const k of ['keepBest', 'sizeCorrection'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new Error(`cofi: option '${k}' must be true or false, got ${JSON.stringify(o[k])}`);
   if (o.resumeMasks !== undefined && o.resumeFrom !== undefined && o.resumeMasks !== o.resumeFrom) throw new Error("cofi: give 'resumeMasks' or its alias 'resumeFrom', not both");
   for (const k of ['resumeMasks', 'resumeFrom'] as const) if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new Error(`cofi: option '${k}' must be a path, got ${JSON.stringify(o[k])}`);
 }
@@ -199,7 +213,7 @@ export class CoFiDistillLoss implements DistillationLoss {
 /** A copy of the model's parameters (and any other variables) to restore the best evaluated state. */
 class Snapshot {
   private readonly saved: [tf.Variable, Tensor][];
-  constructor(vars: tf.Variable[], readonly step: number, readonly accuracy: number, readonly expectedSparsity?: number) {
+  constructor(vars: tf.Variable[], readonly step: number, readonly accuracy: number, readonly expectedSparsity?: number, readonly reachedSparsity?: number) {
     this.saved = vars.map((v) => [v, tf.keep(v.clone())]);
   }
   restore(): void {
@@ -244,8 +258,12 @@ export class CoFiPruner implements Pruner {
     const maskLr = o.maskLearningRate ?? 0.01;
     const eps = o.sparsityEpsilon ?? 0.01;
     const keepBest = o.keepBest ?? true;
+    const sizeCorrection = o.sizeCorrection ?? true;
     const evalEvery = (steps: number) => o.evalEvery ?? ctx.training.evalEvery ?? Math.max(1, Math.floor(steps / 10));
     const resume = o.resumeMasks ?? o.resumeFrom;
+    const n = o.evalExamples;
+    // Evenly spaced, so that a label-sorted dev file still gives every class.
+    const phaseDev = n !== undefined && n < ctx.dev.size ? ctx.dev.subset(Array.from({ length: n }, (_, i) => Math.floor((i * ctx.dev.size) / n))) : ctx.dev;
 
     const teacherLayers = o.teacherLayers ?? defaultTeacherLayers(teacher.config.numHiddenLayers);
     const badLayer = teacherLayers.find((t) => t >= teacher.config.numHiddenLayers);
@@ -275,8 +293,11 @@ export class CoFiPruner implements Pruner {
     const common = { model, train: ctx.train, teacher, control, trainable } as const;
     const transformGroup = { variables: transform.variables(), learningRate: ctx.training.learningRate, weightDecay: 0 };
     let best: Snapshot | undefined;
+    // With sizeCorrection, while no evaluation is within epsilon: the one closest to the target.
+    let closest: Snapshot | undefined;
     // Read through a function: TypeScript does not see the assignments made in the evaluation hooks.
     const currentBest = (): Snapshot | undefined => best;
+    const currentClosest = (): Snapshot | undefined => closest;
     try {
       let resumedFrom: string | undefined;
       if (resume) {
@@ -300,7 +321,7 @@ export class CoFiPruner implements Pruner {
       let lastExpected = expectedStart;
       const r = await trainLoop({
         ...common,
-        dev: ctx.dev,
+        dev: phaseDev,
         losses: [pruneLoss],
         training: { ...ctx.training, maxSteps: pruneSteps },
         seed: ctx.seed + 1,
@@ -324,26 +345,54 @@ export class CoFiPruner implements Pruner {
         evalEvery: evalEvery(pruneSteps),
         onEvaluated: (metrics, step) => {
           const expected = expectedOf(l0);
-          control.emit({ type: 'log', message: `cofi: step ${step}: expected sparsity ${(100 * expected).toFixed(2)}% (target now ${(100 * l0.targetSparsityAt(step - pruneStart)).toFixed(2)}%), dev accuracy ${(100 * metrics.accuracy).toFixed(2)}%` });
+          const reachedNow = l0.calculateModelSize(l0.deterministicZValues()).pruned_model_sparsity;
+          const targetNow = l0.targetSparsityAt(step - pruneStart) + l0.targetCorrection;
+          control.emit({ type: 'log', message: `cofi: step ${step}: expected sparsity ${(100 * expected).toFixed(2)}%, deterministic ${(100 * reachedNow).toFixed(2)}% (Lagrangian target now ${(100 * targetNow).toFixed(2)}%), dev accuracy ${(100 * metrics.accuracy).toFixed(2)}%` });
+          const snapshot = () => new Snapshot([...snapshotVars(), ...l0.logAlphaVariables()], step, metrics.accuracy, expected, reachedNow);
+          if (sizeCorrection) {
+            // The gap is measured afresh each time (not accumulated), so this is a fixed-point
+            // iteration: expected = target + gap(expected) makes the deterministic sparsity the target.
+            l0.targetCorrection = Math.max(-0.1, Math.min(0.1, expected - reachedNow, 0.999 - target));
+            if (!keepBest) return;
+            const distance = Math.abs(reachedNow - target);
+            if (distance <= eps) {
+              if (best && metrics.accuracy <= best.accuracy) return;
+              best?.dispose();
+              best = snapshot();
+            } else if (!best) {
+              const c = currentClosest();
+              if (c && Math.abs(c.reachedSparsity! - target) <= distance) return;
+              c?.dispose();
+              closest = snapshot();
+            }
+            return;
+          }
           // Reference: once the expected sparsity has come within epsilon of the target, every later
           // evaluation may give the best model (the latch never resets).
           if (!saving && expected - target >= -eps) saving = true;
           if (!keepBest || !saving || (best && metrics.accuracy <= best.accuracy)) return;
           best?.dispose();
-          best = new Snapshot([...snapshotVars(), ...l0.logAlphaVariables()], step, metrics.accuracy, expected);
+          best = snapshot();
         },
       });
       offset += r.steps;
       phases['prune'] = r.steps;
       const pruneBest = currentBest();
+      const pruneClosest = currentClosest();
       if (pruneBest) {
         pruneBest.restore();
-        control.emit({ type: 'log', message: `cofi: best pruned model at step ${pruneBest.step} (dev accuracy ${(100 * pruneBest.accuracy).toFixed(2)}%, expected sparsity ${(100 * pruneBest.expectedSparsity!).toFixed(2)}%)` });
+        control.emit({ type: 'log', message: `cofi: best pruned model at step ${pruneBest.step} (dev accuracy ${(100 * pruneBest.accuracy).toFixed(2)}%, expected sparsity ${(100 * pruneBest.expectedSparsity!).toFixed(2)}%, deterministic ${(100 * pruneBest.reachedSparsity!).toFixed(2)}%)` });
+      } else if (pruneClosest) {
+        pruneClosest.restore();
+        control.emit({ type: 'warning', message: `cofi: no evaluated model's deterministic sparsity came within ${eps} of the target ${target}; keeping the closest, at step ${pruneClosest.step} (${(100 * pruneClosest.reachedSparsity!).toFixed(2)}%, dev accuracy ${(100 * pruneClosest.accuracy).toFixed(2)}%): give the pruning phase more steps or evaluate more often ('evalEvery')` });
       } else {
         control.emit({ type: 'warning', message: `cofi: the expected sparsity never came within ${eps} of the target ${target} at an evaluation; keeping the last model (expected ${(100 * lastExpected).toFixed(2)}%): give the pruning phase more steps, a longer budget or a higher 'maskLearningRate'` });
       }
       best?.dispose();
       best = undefined;
+      pruneClosest?.dispose();
+      closest = undefined;
+      const targetCorrection = l0.targetCorrection;
       const expectedSparsity = expectedOf(l0);
       const zValues = l0.deterministicZValues();
       const size = l0.calculateModelSize(zValues);
@@ -363,7 +412,7 @@ export class CoFiPruner implements Pruner {
         try {
           const f = await trainLoop({
             ...common,
-            dev: ctx.dev,
+            dev: phaseDev,
             losses,
             training: { ...ctx.training, maxSteps: finetuneSteps, learningRate: o.finetuneLearningRate ?? ctx.training.learningRate },
             seed: ctx.seed + 2,
@@ -407,6 +456,7 @@ export class CoFiPruner implements Pruner {
           hiddenDims: size.hidden_dims,
           phases,
           lagrangianWarmupSteps: warmup,
+          ...(sizeCorrection ? { targetCorrection } : {}),
           teacherLayers,
           ...(pruneBest ? { bestPruneStep: pruneBest.step, bestPruneAccuracy: pruneBest.accuracy } : {}),
           ...(finetuneAccuracy !== undefined ? { finetuneAccuracy } : {}),
@@ -417,6 +467,7 @@ export class CoFiPruner implements Pruner {
       };
     } finally {
       best?.dispose();
+      closest?.dispose();
       // The last masks were made inside a step's tidy and are already released; this is a no-op then.
       if (lastZ) disposeCoFiZ(lastZ);
       lastZ = undefined;
