@@ -261,9 +261,7 @@ export class CoFiPruner implements Pruner {
     const sizeCorrection = o.sizeCorrection ?? true;
     const evalEvery = (steps: number) => o.evalEvery ?? ctx.training.evalEvery ?? Math.max(1, Math.floor(steps / 10));
     const resume = o.resumeMasks ?? o.resumeFrom;
-    const n = o.evalExamples;
-    // Evenly spaced, so that a label-sorted dev file still gives every class.
-    const phaseDev = n !== undefined && n < ctx.dev.size ? ctx.dev.subset(Array.from({ length: n }, (_, i) => Math.floor((i * ctx.dev.size) / n))) : ctx.dev;
+    const phaseDev = ctx.dev.evenlySpaced(o.evalExamples);
 
     const teacherLayers = o.teacherLayers ?? defaultTeacherLayers(teacher.config.numHiddenLayers);
     const badLayer = teacherLayers.find((t) => t >= teacher.config.numHiddenLayers);

@@ -178,6 +178,15 @@ export class Dataset {
     return new Dataset(indices.map((i) => this.examples[i]!), this.labels, this.source);
   }
 
+  /**
+   * `n` examples evenly spaced over the dataset (all of it when `n` is undefined or not smaller), so
+   * that a subset of a label-sorted file still covers every class.
+   */
+  evenlySpaced(n: number | undefined): Dataset {
+    if (n === undefined || n >= this.size) return this;
+    return this.subset(Array.from({ length: n }, (_, i) => Math.floor((i * this.size) / n)));
+  }
+
   /** Batches in order, or shuffled deterministically by `seed`. */
   *batches(batchSize: number, opts: { shuffleSeed?: number; padId?: number } = {}): Generator<Batch> {
     const order = this.examples.map((_, i) => i);

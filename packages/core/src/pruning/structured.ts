@@ -52,7 +52,7 @@ export class StructuredPruner implements Pruner {
     if (levelEvalExamples !== undefined && !(Number.isInteger(levelEvalExamples) && levelEvalExamples > 0)) {
       throw new Error(`${this.id}: option 'levelEvalExamples' must be a positive integer, got ${JSON.stringify(opts['levelEvalExamples'])}`);
     }
-    const levelDev = levelEvalExamples && levelEvalExamples < ctx.dev.size ? ctx.dev.subset(Array.from({ length: levelEvalExamples }, (_, i) => Math.floor((i * ctx.dev.size) / levelEvalExamples))) : ctx.dev;
+    const levelDev = ctx.dev.evenlySpaced(levelEvalExamples);
     const c = model.config;
     const totalHeads = c.layerHeads.reduce((a, b) => a + b, 0);
     const totalNeurons = c.layerIntermediate.reduce((a, b) => a + b, 0);
