@@ -168,11 +168,30 @@ describe('cofi pruner', () => {
     for (const d of [out, out2]) rmSync(d, { recursive: true, force: true });
   });
 
+  it('lets the multipliers ascend at their own learning rate (lagrangianLearningRate)', async () => {
+    // The expected sparsity stays below the target for these few steps, so the gap keeps its sign and
+    // each Adam step of lambda_1 is close to its full learning rate: 5 steps at 0.8 go well past what
+    // 5 steps at the mask rate (0.05) could reach.
+    const lambdas: number[] = [];
+    for (const lagrangianLearningRate of [undefined, 0.8]) {
+      const run = await context({ targetSparsity: 0.6, maskLearningRate: 0.05, ...(lagrangianLearningRate ? { lagrangianLearningRate } : {}), lagrangianWarmup: 0, finetuneSteps: 0, evalEvery: 1000 }, 5);
+      const report = (await run.registry.pruner('cofi').run(run.ctx)).report as Report & { lambda1: number };
+      expect(report.expectedSparsity).toBeLessThan(0.6);
+      lambdas.push(report.lambda1);
+      run.dispose();
+    }
+    // Ascent on lambda_1 (s - t) with s < t drives lambda_1 negative.
+    expect(lambdas[0]).toBeLessThan(0);
+    expect(Math.abs(lambdas[0]!)).toBeLessThanOrEqual(5 * 0.05 + 1e-6);
+    expect(Math.abs(lambdas[1]!)).toBeGreaterThan(2.5);
+  });
+
   it('names bad options', async () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ targetSparsity: 1.5 }, /option 'targetSparsity'/],
       [{ targetSparsity: 0.5, temperature: 2 }, /unknown option 'temperature'.*distillTemperature/],
       [{ targetSparsity: 0.5, teacherLayers: [0, 5] }, /option 'teacherLayers': 5/],
+      [{ targetSparsity: 0.5, lagrangianLearningRate: -1 }, /option 'lagrangianLearningRate' must be a positive number, got -1/],
       [{ targetSparsity: 0.5, finetuneFraction: 0.5, distillFraction: 0.5 }, /leave no pruning steps/],
       [{ targetSparsity: 0.5, resumeMasks: '/nonexistent' }, /resumeMasks/],
     ];

@@ -38,6 +38,12 @@ export interface CoFiOptions {
   types?: MaskType[];
   /** Learning rate of the log-alphas and, by ascent, of the Lagrange multipliers (reference `reg_learning_rate`, 0.01 in its run script). */
   maskLearningRate?: number;
+  /**
+   * Learning rate of the Lagrange multipliers' ascent; default `maskLearningRate` (the reference uses one
+   * rate for both). Higher lets the multipliers catch a target far from where the masks are in a short
+   * budget (log-alphas at their clamp barely feel a small multiplier).
+   */
+  lagrangianLearningRate?: number;
   /** Initial drop rate of FFN neurons (reference `droprate_init`, 0.5). */
   droprateInit?: number;
   /** Hard-concrete temperature (reference `temperature`, 2/3). */
@@ -95,7 +101,7 @@ export interface CoFiOptions {
 }
 
 const KNOWN: ReadonlySet<string> = new Set([
-  'targetSparsity', 'types', 'maskLearningRate', 'droprateInit', 'maskTemperature', 'lagrangianWarmup', 'lagrangianWarmupFraction',
+  'targetSparsity', 'types', 'maskLearningRate', 'lagrangianLearningRate', 'droprateInit', 'maskTemperature', 'lagrangianWarmup', 'lagrangianWarmupFraction',
   'distillSteps', 'distillEpochs', 'distillFraction', 'finetuneSteps', 'finetuneEpochs', 'finetuneFraction', 'finetuneLearningRate',
   'finetuneLosses', 'ceLossAlpha', 'layerLossAlpha', 'distillTemperature', 'teacherLayers', 'removedLayerRule', 'sparsityEpsilon',
   'evalEvery', 'evalExamples', 'keepBest', 'sizeCorrection', 'resumeMasks', 'resumeFrom',
@@ -118,7 +124,7 @@ function checkOptions(o: CoFiOptions): void {
   };
   const t = o.targetSparsity;
   if (typeof t !== 'number' || !(t > 0 && t < 1)) throw new Error(`cofi: option 'targetSparsity' must be in (0, 1), got ${JSON.stringify(t)}`);
-  for (const k of ['maskLearningRate', 'maskTemperature', 'finetuneLearningRate', 'distillTemperature'] as const) num(k, (v) => v > 0, 'a positive number');
+  for (const k of ['maskLearningRate', 'lagrangianLearningRate', 'maskTemperature', 'finetuneLearningRate', 'distillTemperature'] as const) num(k, (v) => v > 0, 'a positive number');
   for (const k of ['ceLossAlpha', 'layerLossAlpha', 'sparsityEpsilon', 'lagrangianWarmup', 'distillEpochs', 'finetuneEpochs'] as const) num(k, (v) => v >= 0, 'a non-negative number');
   for (const k of ['distillSteps', 'finetuneSteps', 'evalEvery', 'evalExamples'] as const) num(k, (v) => Number.isInteger(v) && v >= (k === 'evalEvery' || k === 'evalExamples' ? 1 : 0), k === 'evalEvery' || k === 'evalExamples' ? 'a positive integer' : 'a non-negative integer');
   for (const k of ['lagrangianWarmupFraction', 'distillFraction', 'finetuneFraction'] as const) num(k, (v) => v >= 0 && v < 1, 'in [0, 1)');
@@ -256,6 +262,7 @@ export class CoFiPruner implements Pruner {
     if (pruneSteps <= 0) throw new Error(`cofi: the distillation (${distillSteps}) and fine-tuning (${finetuneSteps}) phases leave no pruning steps of the ${total} in the budget (training.epochs / maxSteps); lower 'distill*' / 'finetune*'`);
     const warmup = o.lagrangianWarmup !== undefined ? Math.round(o.lagrangianWarmup) : Math.round((o.lagrangianWarmupFraction ?? 0.2) * pruneSteps);
     const maskLr = o.maskLearningRate ?? 0.01;
+    const lagrangianLr = o.lagrangianLearningRate ?? maskLr;
     const eps = o.sparsityEpsilon ?? 0.01;
     const keepBest = o.keepBest ?? true;
     const sizeCorrection = o.sizeCorrection ?? true;
@@ -336,7 +343,7 @@ export class CoFiPruner implements Pruner {
         },
         extraGroups: [
           { variables: l0.logAlphaVariables(), learningRate: maskLr, weightDecay: 0, constantRate: true },
-          { variables: l0.lagrangianVariables(), learningRate: maskLr, weightDecay: 0, ascent: true, constantRate: true },
+          { variables: l0.lagrangianVariables(), learningRate: lagrangianLr, weightDecay: 0, ascent: true, constantRate: true },
           transformGroup,
         ],
         afterStep: () => l0.constrainParameters(),
@@ -454,6 +461,9 @@ export class CoFiPruner implements Pruner {
           hiddenDims: size.hidden_dims,
           phases,
           lagrangianWarmupSteps: warmup,
+          // Final multipliers: how hard the Lagrangian was pulling when the pruning phase ended.
+          lambda1: l0.lambda1.dataSync()[0]!,
+          lambda2: l0.lambda2.dataSync()[0]!,
           ...(sizeCorrection ? { targetCorrection } : {}),
           teacherLayers,
           ...(pruneBest ? { bestPruneStep: pruneBest.step, bestPruneAccuracy: pruneBest.accuracy } : {}),
