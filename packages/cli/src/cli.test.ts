@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
-import { loadBert, tf } from '@topiary/core';
+import { MaskSet, bindMasks, loadBert, saveBert, saveMasks, tf, type Batch, type BertModel } from '@topiary/core';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -66,6 +66,37 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     const r = topiary('--json', '--version');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ version: '0.1.0', backend: 'wasm' });
+  });
+});
+
+describe.runIf(existsSync(bin))('export', () => {
+  beforeAll(testBackend);
+  it('removes the FFN neurons a checkpoint\'s weight masks cut off whole, with the masked model\'s logits', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-export-'));
+    const model = await loadBert(tinyModel);
+    const masks = bindMasks(MaskSet.ones(model), model);
+    // Layer 0's intermediate columns 0..99 (neurons' inputs: folded) and output rows 100..149 (neurons' outputs).
+    const inter = new Float32Array(128 * 512).fill(1);
+    for (let r = 0; r < 128; r++) for (let j = 0; j < 100; j++) inter[r * 512 + j] = 0;
+    const out = new Float32Array(512 * 128).fill(1);
+    out.fill(0, 100 * 128, 150 * 128);
+    masks.weightMasks.set('bert.encoder.layer.0.intermediate.dense.weight', inter);
+    masks.weightMasks.set('bert.encoder.layer.0.output.dense.weight', out);
+    await saveBert(model, path.join(dir, 'model'));
+    await saveMasks(masks, dir);
+    const r = topiary('--json', 'export', dir, '--out', path.join(dir, 'small'));
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.intermediate).toEqual([512 - 150, 512]);
+    expect(j.exportedParams).toBe(j.params - 150 * (2 * 128 + 1));
+    const small = await loadBert(path.join(dir, 'small'));
+    const batch: Batch = { batchSize: 1, seqLen: 5, inputIds: Int32Array.from([101, 2000, 2023, 3000, 102]), attentionMask: new Int32Array(5).fill(1), tokenTypeIds: new Int32Array(5) };
+    const logits = (m: BertModel, withMasks: boolean) => tf.tidy(() => m.forward(batch, withMasks ? masks.toTensors() : {}).logits!.dataSync());
+    const want = logits(model, true);
+    const got = logits(small, false);
+    want.forEach((v, i) => expect(Math.abs(v - got[i]!)).toBeLessThan(1e-5));
+    model.dispose();
+    small.dispose();
   });
 });
 

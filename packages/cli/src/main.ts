@@ -21,6 +21,7 @@ import {
   nativeGemm,
   runPruning,
   saveBert,
+  structureFromWeightMasks,
   useBackend,
   type BackendName,
   type RunEvent,
@@ -238,6 +239,9 @@ export function buildProgram(): Command {
       const modelDir = existsSync(path.join(ckpt, 'model', 'config.json')) ? path.join(ckpt, 'model') : ckpt;
       const model = await loadBert(modelDir);
       const masks = await loadMasks(ckpt, model);
+      // Heads and neurons masked whole by weight masks go too (exact: constant ones are folded into the
+      // output bias), so checkpoints saved before pruners did this also export as smaller matrices.
+      structureFromWeightMasks(model, masks);
       const small = compact(model, masks);
       await saveBert(small, o.out, { tokenizerFrom: modelDir });
       const before = inspectModel(model);

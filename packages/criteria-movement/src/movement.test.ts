@@ -1,8 +1,29 @@
 import 'reflect-metadata';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { MaskSet, compact, corePlugin, createRunContainer, crossEntropy, evaluate, loadBert, loadDataset, loadTokenizer, tf, type Batch, type PruneContext, type RunEvent } from '@topiary/core';
-import { SHARED, golden, modelDir } from '../../core/src/test-support/shared.js';
+import {
+  MaskSet,
+  bindMasks,
+  compact,
+  corePlugin,
+  createRunContainer,
+  crossEntropy,
+  evaluate,
+  loadBert,
+  loadDataset,
+  loadMasks,
+  loadTokenizer,
+  runPruning,
+  tf,
+  type BertModel,
+  type Batch,
+  type PruneContext,
+  type RunEvent,
+  type RunSpec,
+} from '@topiary/core';
+import { SHARED, golden, maxAbsDiff, modelDir } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { movementPlugin } from './index.js';
 import { straightThrough } from './movement.js';
@@ -108,6 +129,72 @@ describe('movement pruning', () => {
     }
     expect((result.report as { mode: string }).mode).toBe('soft');
     result.model.dispose();
+    teacher.dispose();
+  });
+
+  const params = (m: BertModel) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
+  const logitsOf = (m: BertModel, batch: Batch, masks?: MaskSet) => tf.tidy(() => m.forward(batch, masks ? masks.toTensors() : {}).logits!.arraySync());
+
+  it('row granularity: a run exports the compacted model (FFN rows folded away), reports its size, and it reloads with the masked model\'s logits', async () => {
+    const { registry } = await createRunContainer([corePlugin(), movementPlugin()]);
+    const dir = modelDir('bert-tiny-wordnet-supersense');
+    const dev = path.join(SHARED, 'datasets/wordnet-supersense/dev.jsonl');
+    const out = mkdtempSync(path.join(tmpdir(), 'topiary-movement-run-'));
+    const spec: RunSpec = {
+      method: 'movement',
+      model: dir,
+      teacher: dir,
+      data: { train: dev, dev, trainLimit: 48, devLimit: 16 },
+      options: { mode: 'topk', granularity: 'row', finalThreshold: 0.25, warmupSteps: 1 },
+      // Weights frozen (only the scores learn), so the masked model before any fold is the checkpoint under the weight masks.
+      training: { batchSize: 16, learningRate: 0, maxSteps: 6, warmupRatio: 0, weightDecay: 0.01, maxGradNorm: 1, maxLength: 24 },
+      seed: 3,
+      out,
+    };
+    await new Promise<void>((resolve, reject) => runPruning(spec, registry).subscribe({ error: reject, complete: resolve }));
+    const report = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
+    // A Hugging Face row of the intermediate projection is one neuron's input weights: 3/4 of each layer's
+    // 512 neurons go, each a constant folded into the output bias.
+    expect(report.foldedNeurons).toBe(2 * (512 - 128));
+    expect(report.removedNeurons).toBe(report.foldedNeurons);
+    const exported = await loadBert(path.join(out, 'model'));
+    expect(exported.config.layerIntermediate).toEqual([128, 128]);
+    expect(report.exportedParams).toBe(params(exported));
+    // Each neuron: an intermediate column and bias and an output row (hidden 128); each head (d = 64): Q, K, V columns and biases, output rows.
+    expect(report.exportedParams).toBe(report.params - report.removedNeurons * (2 * 128 + 1) - report.removedHeads * (3 * (128 * 64 + 64) + 64 * 128));
+    // The exported model computes what the weight-masked model computes, and what the saved checkpoint
+    // (folded biases, structured masks) computes under its masks, so a resumed run starts where this one ended.
+    const ckpt = await loadBert(path.join(out, 'checkpoint', 'model'));
+    const masks = await loadMasks(path.join(out, 'checkpoint'), ckpt);
+    const original = await loadBert(dir);
+    const weightMasked = MaskSet.ones(original);
+    weightMasked.weightMasks = masks.weightMasks;
+    const tok = await loadTokenizer(dir);
+    const batch = [...(await loadDataset(dev, tok, { limit: 8, labels: ckpt.config.id2label, maxLength: 24 })).batches(8)][0]!;
+    const want = logitsOf(original, batch, bindMasks(weightMasked, original));
+    expect(maxAbsDiff(logitsOf(exported, batch), want)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(logitsOf(ckpt, batch, masks), want)).toBeLessThan(1e-5);
+    for (const m of [exported, ckpt, original]) m.dispose();
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  it('head-sized blocks of the attention output remove whole heads; the compacted model computes the masked one', async () => {
+    // [128, 64] blocks in [out, in]: attention.output.dense has one block per head (d = 64), output.dense one per 64 neurons.
+    const { ctx, registry, teacher } = await context({ mode: 'topk', granularity: [128, 64], finalThreshold: 0.5, warmupSteps: 1 }, 4);
+    // Weights frozen: the teacher is then the model before pruning.
+    ctx.training = { ...ctx.training, learningRate: 0 };
+    const result = await registry.pruner('movement').run(ctx);
+    const report = result.report as { removedHeads: number; removedNeurons: number; exportedParams: number };
+    expect(report.removedHeads).toBe(2);
+    expect(report.removedNeurons).toBeGreaterThanOrEqual(2 * 256);
+    const small = compact(result.model, result.masks);
+    expect(small.config.layerHeads).toEqual([1, 1]);
+    expect(report.exportedParams).toBe(params(small));
+    const batch = [...ctx.dev.batches(8)][0]!;
+    const weightMasked = MaskSet.ones(teacher);
+    weightMasked.weightMasks = result.masks.weightMasks;
+    expect(maxAbsDiff(logitsOf(small, batch), logitsOf(teacher, batch, bindMasks(weightMasked, teacher)))).toBeLessThan(1e-5);
+    for (const m of [small, result.model]) m.dispose();
     teacher.dispose();
   });
 

@@ -1,8 +1,10 @@
 import {
   bindMasks,
   budgetSteps,
+  compactedParamCount,
   encoderLinearNames,
   resolveParts,
+  structureFromWeightMasks,
   tf,
   trainLoop,
   type BertModel,
@@ -36,7 +38,8 @@ export interface MovementOptions {
   scoreLearningRate?: number;
   /**
    * Granularity, in Hugging Face's `[out, in]` orientation: `weight` (default), `row` (a whole output
-   * unit), `column` (a whole input unit) or `[rows, cols]` blocks.
+   * unit), `column` (a whole input unit) or `[rows, cols]` blocks. FFN neurons and heads whose
+   * weights end up masked whole are removed from the exported matrices.
    */
   granularity?: 'weight' | 'row' | 'column' | [number, number];
 }
@@ -75,7 +78,10 @@ function expand(mask: Tensor, t: Target): Tensor {
   const [br, bc] = t.block;
   if (br === 1 && bc === 1) return mask;
   const [R, C] = t.grid;
-  return mask.reshape([R, 1, C, 1]).tile([1, br, 1, bc]).reshape([R * br, C * bc]);
+  // A broadcasting multiply, not tile (nor broadcastTo, which runs tile): tfjs differentiates tile with
+  // one slice per repetition, br * bc of them per matrix and step (seconds per step for head-sized
+  // blocks); the multiply's gradient is one sum.
+  return tf.mul(mask.reshape([R, 1, C, 1]), tf.ones([1, br, 1, bc])).reshape([R * br, C * bc]);
 }
 
 /** Sum of |w| per block, for block-level magnitude pruning. */
@@ -188,6 +194,11 @@ export class MovementPruner implements Pruner {
     }
     for (const s of scoreVars) s.dispose();
     for (const loss of losses) loss.dispose?.();
+    // Heads and neurons whose weights are masked whole become structured removals, so the export is
+    // smaller matrices rather than zeros. Checked at every granularity, not only rows, columns and
+    // blocks: it is exact and cheap, and a whole row can go under weight-level masks too.
+    const structure = structureFromWeightMasks(model, masks);
+    const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
     control.emit({ type: 'masks-updated', step: res.steps, sparsity: masks.sparsity(model) });
     return {
       model,
@@ -197,6 +208,11 @@ export class MovementPruner implements Pruner {
         finalThreshold: threshold,
         reachedWeightSparsity: zeros / weights,
         remainingWeightFraction: 1 - zeros / weights,
+        removedHeads: sum(structure.heads),
+        removedNeurons: sum(structure.neurons),
+        foldedHeads: structure.foldedHeads,
+        foldedNeurons: structure.foldedNeurons,
+        exportedParams: compactedParamCount(model, masks),
         schedule,
         ...(res.metrics ? { maskedAccuracy: res.metrics.accuracy } : {}),
       },

@@ -16,6 +16,29 @@ function originalHeads(config: BertConfig, l: number): number[] {
 }
 
 /**
+ * Parameters of `compact(model, masks)` (every entry of its tensors, zeros included), without building
+ * it: what an export of these masks weighs.
+ */
+export function compactedParamCount(model: BertModel, masks: MaskSet): number {
+  const c = model.config;
+  const h = indicesOf(masks.hiddenMask).length;
+  const d = c.attentionHeadSize;
+  // Embedding tables and every LayerNorm keep the kept hidden dimensions.
+  let n = (c.vocabSize + c.maxPositionEmbeddings + c.typeVocabSize) * h + 2 * h * (1 + 2 * c.numHiddenLayers);
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const a = masks.mhaMask[l] === 0 ? 0 : indicesOf(masks.headMask[l]!).length * d;
+    const i = masks.ffnMask[l] === 0 ? 0 : indicesOf(masks.neuronMask[l]!).length;
+    n += 3 * (h * a + a) + a * h + h + (h * i + i) + i * h + h;
+  }
+  if (model.hasPooler) {
+    const p = model.param('bert.pooler.dense.bias').size;
+    n += h * p + p;
+  }
+  if (model.hasClassifier) n += model.param('classifier.weight').size + model.numLabels;
+  return n;
+}
+
+/**
  * Turns a masked model into a physically smaller one with the same function: drops pruned heads,
  * FFN neurons and hidden dimensions, and folds fractional mask values into the weights that follow
  * them (head mask into the value projection, neuron mask into the FFN output rows, block and hidden
