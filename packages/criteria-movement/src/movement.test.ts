@@ -101,7 +101,7 @@ describe('movement pruning', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(events.filter((e) => e.type === 'step')).toHaveLength(12);
     const small = compact(result.model, result.masks);
-    const w = small.params.get('bert.encoder.layer.1.output.dense.weight')!.dataSync();
+    const w = small.params.get('bert.encoder.layer.1.output.dense.weight')!.dataSync() as Float32Array;
     const zeros = w.reduce((a, v) => a + (v === 0 ? 1 : 0), 0);
     expect(zeros / w.length).toBeCloseTo(0.7, 2);
     // The exported model's accuracy equals the masked model's.
