@@ -139,6 +139,8 @@ static void *run_work(void *arg) {
 }
 
 static int max_threads = 0;
+int topiary_threads(void) { return max_threads; }
+napi_value topiary_register_fused(napi_env env, napi_value exports); // fused.c
 
 static void gemm(work base) {
   int threads = max_threads;
@@ -251,7 +253,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"threads", NULL, NULL, js_get_threads, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, 3, props);
-  return exports;
+  return topiary_register_fused(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

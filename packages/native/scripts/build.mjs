@@ -3,7 +3,7 @@
 // design: when there is no compiler or no headers it says so and exits 0, and Topiary runs on plain
 // wasm kernels.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,7 +25,8 @@ mkdirSync(path.dirname(out), { recursive: true });
 const tmp = `${out}.tmp-${process.pid}`;
 const flags = ['-O3', '-march=native', '-ffp-contract=fast', '-fPIC', '-shared', '-pthread', '-std=gnu11', `-I${include}`, '-DNODE_GYP_MODULE_NAME=topiary_native'];
 try {
-  execFileSync(cc, [...flags, path.join(here, 'csrc/gemm.c'), '-o', tmp], { stdio: 'inherit' });
+  const sources = readdirSync(path.join(here, 'csrc')).filter((f) => f.endsWith('.c')).sort().map((f) => path.join(here, 'csrc', f));
+  execFileSync(cc, [...flags, ...sources, '-lm', '-o', tmp], { stdio: 'inherit' });
   renameSync(tmp, out);
   console.log(`@topiary/native: built ${path.relative(process.cwd(), out)}`);
 } catch (e) {

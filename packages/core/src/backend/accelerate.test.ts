@@ -21,7 +21,7 @@ describe('wasm replacement kernels', () => {
   });
 
   it('reports the kernels it registered', () => {
-    expect(accelerateWasm(true, false)).toEqual(['UnsortedSegmentSum', 'BatchMatMul', 'GatherV2', 'Sum']);
+    expect(accelerateWasm(true, false)).toEqual(['UnsortedSegmentSum', 'BatchMatMul', 'GatherV2', 'Sum', 'Identity', 'Cast']);
     expect(accelerateWasm(false)).toEqual(['UnsortedSegmentSum']);
   });
 

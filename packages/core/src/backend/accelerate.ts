@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { tf } from '../tf.js';
+import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeColSum, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
 
 const util = tf.util;
 
@@ -157,12 +158,14 @@ function wrapBatchMatMul(original: KernelFunc, transpose: KernelFunc, gemm?: Nat
  * `sum` over leading axes (bias gradients: `[tokens, width]` summed over tokens) as a row-by-row
  * accumulation; wasm transposes first and is several times slower. Other reductions go to wasm.
  */
-function wrapSum(original: KernelFunc): KernelFunc {
+function wrapSum(original: KernelFunc, native?: NativeFused): KernelFunc {
   return (args) => {
     const { x } = args.inputs as { x: tf.TensorInfo };
     const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
     const rank = x.shape.length;
     const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((p, q) => p - q);
+    const viaNative = native && nativeColSum(native, x, axes, keepDims, args.backend);
+    if (viaNative) return viaNative;
     const prefix = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
     if (!prefix || x.dtype !== 'float32') return original(args);
     const wasm = args.backend as unknown as WasmBackend;
@@ -205,34 +208,60 @@ function wrapGather(original: KernelFunc): KernelFunc {
 
 /**
  * Registers the wasm kernels once; returns the names of the kernels added or replaced.
- * `UnsortedSegmentSum` is always added (training needs it); the faster `BatchMatMul` and
- * `GatherV2` only when `fast` is set, so a benchmark can measure the difference side by side.
+ * `UnsortedSegmentSum` is always added (training needs it); the others only when `fast` is set, so a
+ * benchmark can measure the difference side by side: `BatchMatMul`, `GatherV2`, `Sum`, and the
+ * copy-free `Identity` and same-dtype `Cast`; with `useNative`, `BatchMatMul` through the native
+ * GEMM; with `fused` (native only; `TOPIARY_FUSED=0` turns it off), native `Add`/`Sub`/`Multiply`/
+ * `RealDiv` and the fused `Topiary*` kernels of `native-kernels.ts` (GELU, LayerNorm, scaled masked
+ * softmax, AdamW) that `fused.ts` uses.
  */
-export function accelerateWasm(fast = accelerationEnabled(), useNative = fast && process.env['TOPIARY_NATIVE'] !== '0'): string[] {
+export function accelerateWasm(
+  fast = accelerationEnabled(),
+  useNative = fast && process.env['TOPIARY_NATIVE'] !== '0',
+  fused = useNative && process.env['TOPIARY_FUSED'] !== '0',
+): string[] {
   const gemm = useNative ? nativeGemm().binding : undefined;
+  const native = fused && hasFused(gemm) ? (gemm as unknown as NativeFused) : undefined;
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSumWasm });
   }
   const names = ['UnsortedSegmentSum'];
-  const replacements: Record<string, (original: KernelFunc) => KernelFunc> = {
+  const replacements: Partial<Record<string, (original: KernelFunc) => KernelFunc>> = {
     BatchMatMul: (original) => wrapBatchMatMul(original, tf.getKernel('Transpose', 'wasm')!.kernelFunc, gemm),
     GatherV2: (original) => wrapGather(original),
-    Sum: (original) => wrapSum(original),
+    Sum: (original) => wrapSum(original, native),
+    Identity: (original) => sharingIdentity(original),
+    Cast: (original) => sharingCast(original),
   };
-  for (const [name, make] of Object.entries(replacements)) {
+  if (native) for (const name of BINARY_KERNELS) replacements[name] = (original) => nativeBinary(name, native, original);
+  for (const name of ['BatchMatMul', 'GatherV2', 'Sum', 'Identity', 'Cast', ...BINARY_KERNELS]) {
     const current = tf.getKernel(name, 'wasm');
     if (!current) continue;
     // Always rebuild from the original kernel, so switching modes (benchmarks) takes effect.
     const prior = replaced.get(name);
     const original = prior && current.kernelFunc === prior.kernelFunc ? prior.original : current.kernelFunc;
     tf.unregisterKernel(name, 'wasm');
-    const kernelFunc = fast ? make(original) : original;
+    const make = replacements[name];
+    const kernelFunc = fast && make ? make(original) : original;
     replaced.set(name, { original, kernelFunc });
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
-    if (fast) names.push(name === 'BatchMatMul' && gemm ? `BatchMatMul (native GEMM, ${gemm.threads} threads)` : name);
+    if (fast && make) names.push(name === 'BatchMatMul' && gemm ? `BatchMatMul (native GEMM, ${gemm.threads} threads)` : native && [...BINARY_KERNELS, 'Sum'].includes(name) ? `${name} (native)` : name);
+  }
+  // Topiary's own fused kernels exist only with the native addon; unregistered, fused.ts falls back to tfjs ops.
+  const kernels: Partial<Record<string, KernelFunc>> = native && fast ? fusedKernels(native) : {};
+  for (const name of FUSED_KERNEL_NAMES) {
+    if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
+    const kernelFunc = kernels[name];
+    if (kernelFunc) {
+      tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
+      names.push(name);
+    }
   }
   return names;
 }
+
+/** The fused kernels `native-kernels.ts` provides (registered only with the native addon). */
+export const FUSED_KERNEL_NAMES = ['TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiaryAdamW'];
 
 /** Kernels replaced on wasm: the original (to restore) and the replacement. */
 const replaced = new Map<string, { original: KernelFunc; kernelFunc: KernelFunc }>();

@@ -1,4 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
+import { fusedAdamW } from '../backend/fused.js';
 
 export interface ParamGroup {
   variables: tf.Variable[];
@@ -51,6 +52,14 @@ export class AdamW {
           if (!grad) continue;
           const m = this.m.get(p)!;
           const v = this.v.get(p)!;
+          // One native kernel per parameter when registered (same formula, float32).
+          const fused = fusedAdamW(p, grad, m, v, { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, bc1, bc2, decay: 1 - lr * g.weightDecay, sign: g.ascent ? -1 : 1 });
+          if (fused) {
+            p.assign(fused[0]);
+            m.assign(fused[1]);
+            v.assign(fused[2]);
+            continue;
+          }
           const signed = g.ascent ? tf.neg(grad) : grad;
           m.assign(tf.add(tf.mul(m, this.beta1), tf.mul(signed, 1 - this.beta1)));
           v.assign(tf.add(tf.mul(v, this.beta2), tf.mul(tf.square(signed), 1 - this.beta2)));

@@ -1,6 +1,6 @@
 import { tf, type Tensor, type Tensor1D, type Tensor2D, type Tensor3D } from '../tf.js';
 import type { BertConfig } from './config.js';
-import { expectShape, gelu, layerNorm, linear, Rng } from './ops.js';
+import { dropout, expectShape, gelu, layerNorm, linear, Rng, scaledMaskedSoftmax } from './ops.js';
 
 /**
  * A tokenized batch, padded to its longest sequence. Plain arrays (row-major `[batchSize, seqLen]`), so
@@ -167,7 +167,7 @@ export class BertModel {
       expectShape(`weightMasks['${name}.weight']`, m, v.shape);
       return tf.mul(v, m);
     };
-    const drop = (x: Tensor, rate: number) => (training && rate > 0 ? tf.dropout(x, rate, undefined, rng.int()) : x);
+    const drop = (x: Tensor, rate: number) => (training && rate > 0 ? dropout(x, rate, rng.int()) : x);
     const L = c.numHiddenLayers;
     const H = c.hiddenSize;
     const d = c.attentionHeadSize;
@@ -204,7 +204,7 @@ export class BertModel {
     const hiddenStates: Tensor3D[] = outputHiddenStates ? [x as Tensor3D] : [];
 
     // Additive attention mask: 0 where attended, a large negative where padded.
-    const extMask = tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), -1e9).reshape([B, 1, 1, T]);
+    const extMask = tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), -1e9); // [B, T]
 
     for (let l = 0; l < L; l++) {
       const n = layerParamNames(l);
@@ -217,8 +217,7 @@ export class BertModel {
         const q = split(linear(x, w(n.query), p(`${n.query}.bias`), n.query));
         const k = split(linear(x, w(n.key), p(`${n.key}.bias`), n.key));
         const v = split(linear(x, w(n.value), p(`${n.value}.bias`), n.value));
-        const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(d)), extMask);
-        const probs = drop(tf.softmax(scores, -1), c.attentionProbsDropoutProb);
+        const probs = drop(scaledMaskedSoftmax(tf.matMul(q, k, false, true), 1 / Math.sqrt(d), extMask), c.attentionProbsDropoutProb);
         let ctx: Tensor = tf.matMul(probs, v); // [B, heads, T, d]
         const hm = masks.headMask?.[l];
         if (hm) {

@@ -1,4 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
+import { fusedDropout, fusedGelu, fusedLayerNorm, fusedScaledSoftmax } from '../backend/fused.js';
 
 /** Shape checks that name the argument, so a wrong mask says which one. */
 export function expectShape(name: string, t: Tensor, shape: number[]): void {
@@ -18,9 +19,12 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, name = 'line
 }
 
 const SQRT1_2 = Math.SQRT1_2;
-/** Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as Hugging Face's "gelu". */
+/**
+ * Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as Hugging Face's "gelu". One fused kernel
+ * each way when the native kernels are registered (`backend/fused.ts`), else tfjs ops.
+ */
 export function gelu(x: Tensor): Tensor {
-  return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
+  return fusedGelu(x) ?? tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
 }
 
 /**
@@ -30,6 +34,8 @@ export function gelu(x: Tensor): Tensor {
  */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, keep?: Tensor, keptCount?: number): Tensor {
   if (!keep) {
+    const fused = fusedLayerNorm(x, gamma, beta, eps);
+    if (fused) return fused;
     const { mean, variance } = tf.moments(x, -1, true);
     return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta);
   }
@@ -39,6 +45,21 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, k
   const variance = tf.div(tf.sum(tf.square(centered), -1, true), n);
   const normed = tf.div(centered, tf.sqrt(tf.add(variance, eps)));
   return tf.mul(tf.add(tf.mul(normed, gamma), beta), keep);
+}
+
+/**
+ * Attention probabilities `softmax(scores * scale + mask)` over the last axis, `scores`
+ * `[batch, heads, seq, seq]` and `mask` an additive `[batch, seq]` (0 attended, large negative
+ * padded). One fused kernel each way when registered, else tfjs ops.
+ */
+export function scaledMaskedSoftmax(scores: Tensor, scale: number, mask: Tensor): Tensor {
+  const [B, , , T] = scores.shape;
+  return fusedScaledSoftmax(scores, scale, mask) ?? tf.softmax(tf.add(tf.mul(scores, scale), mask.reshape([B!, 1, 1, T!])), -1);
+}
+
+/** `tf.dropout(x, rate, undefined, seed)`: the same mask, in one fused kernel when registered. */
+export function dropout(x: Tensor, rate: number, seed: number): Tensor {
+  return fusedDropout(x, rate, seed) ?? tf.dropout(x, rate, undefined, seed);
 }
 
 /** A small deterministic PRNG (mulberry32) for seeds of dropout and shuffles. */

@@ -1,0 +1,242 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tf } from '../tf.js';
+import { useBackend } from './backend.js';
+import { accelerateWasm, FUSED_KERNEL_NAMES, nativeGemm } from './accelerate.js';
+import { hasFused } from './native-kernels.js';
+import { fusedGelu } from './fused.js';
+import { dropout, gelu, layerNorm, scaledMaskedSoftmax } from '../model/ops.js';
+import { aleaState } from './native-kernels.js';
+import { AdamW } from '../engine/optimizer.js';
+
+/** Runs `f` on the cpu backend (tfjs's reference kernels; no fused kernels there) and returns its values. */
+async function onCpu(f: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend('cpu');
+  const ts = f();
+  const v = ts.map((t) => Float32Array.from(t.dataSync() as Float32Array));
+  ts.forEach((t) => t.dispose());
+  await tf.setBackend('wasm');
+  return v;
+}
+
+const rand = (shape: number[], seed: number, lo = -1, hi = 1) => tf.randomUniform(shape, lo, hi, 'float32', seed);
+
+/** |got - want| <= atol + rtol |want| everywhere. */
+function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, atol = 1e-5, rtol = 1e-5): void {
+  expect(got.length).toBe(want.length);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < want.length; i++) {
+    const excess = Math.abs(got[i]! - want[i]!) - (atol + rtol * Math.abs(want[i]!));
+    if (!(excess <= worst)) {
+      worst = Number.isNaN(excess) ? Infinity : excess;
+      at = i;
+    }
+  }
+  if (at >= 0) expect.fail(`element ${at}: got ${got[at]}, want ${want[at]} (tolerance ${atol} + ${rtol} relative)`);
+}
+
+/** Compares `f` (values and gradients it returns) on wasm with native kernels against cpu, and checks no tensor leaks. */
+async function compare(f: () => tf.Tensor[], atol = 1e-5, rtol = 1e-5): Promise<void> {
+  const want = await onCpu(() => tf.tidy(f));
+  const before = tf.memory().numTensors;
+  const got = tf.tidy(f);
+  got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, atol, rtol));
+  got.forEach((t) => t.dispose());
+  expect(tf.memory().numTensors).toBe(before);
+}
+
+const native = hasFused(nativeGemm().binding);
+
+describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+    accelerateWasm(true, true, true);
+  });
+  afterAll(() => {
+    accelerateWasm();
+  });
+
+  it('registers the fused kernels, and only with the native addon', () => {
+    const names = accelerateWasm(true, true, true);
+    for (const k of FUSED_KERNEL_NAMES) expect(names).toContain(k);
+    expect(names).toContain('Multiply (native)');
+    const without = accelerateWasm(true, true, false);
+    for (const k of FUSED_KERNEL_NAMES) expect(without).not.toContain(k);
+    expect(tf.getKernel('TopiaryGelu', 'wasm')).toBeUndefined();
+    accelerateWasm(true, true, true);
+    expect(tf.getKernel('TopiaryGelu', 'wasm')).toBeDefined();
+  });
+
+  it('GELU: values and gradient', async () => {
+    // Wide range, including the tails where erf saturates.
+    await compare(() => {
+      const x = rand([3, 7, 129], 1, -8, 8);
+      const w = rand([3, 7, 129], 2);
+      const [dx] = tf.grads((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), w)))([x]);
+      return [gelu(x), dx!];
+    }, 1e-6, 1e-5);
+  });
+
+  it('GELU goes through the fused kernel on wasm and not on cpu', async () => {
+    const x = rand([4], 3);
+    const y = fusedGelu(x);
+    expect(y).toBeDefined();
+    y!.dispose();
+    x.dispose();
+    await tf.setBackend('cpu');
+    const xc = rand([4], 3);
+    expect(fusedGelu(xc)).toBeUndefined();
+    xc.dispose();
+    await tf.setBackend('wasm');
+  });
+
+  it('LayerNorm: values and gradients of x, gamma and beta', async () => {
+    for (const shape of [[2, 5, 256], [3, 17], [1, 1, 7]]) {
+      await compare(() => {
+        const c = shape[shape.length - 1]!;
+        const x = tf.add(rand(shape, 4, -3, 3), 0.5);
+        const gamma = rand([c], 5, 0.5, 1.5);
+        const beta = rand([c], 6);
+        const w = rand(shape, 7);
+        const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(a, g, b, 1e-12), w));
+        const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([x, gamma, beta]);
+        return [layerNorm(x, gamma, beta, 1e-12), ...grads];
+      }, 2e-5, 2e-5);
+    }
+  });
+
+  it('LayerNorm with a hidden mask keeps the tfjs formulation', async () => {
+    await compare(() => {
+      const x = rand([2, 3, 8], 8);
+      const keep = tf.tensor1d([1, 1, 0, 1, 1, 0, 1, 1]);
+      return [layerNorm(x, rand([8], 9), rand([8], 10), 1e-5, keep, 6)];
+    });
+  });
+
+  it('scaled masked softmax: values and gradient, padded keys get no weight', async () => {
+    const B = 3;
+    const T = 9;
+    await compare(() => {
+      const scores = rand([B, 2, T, T], 11, -4, 4);
+      const attn = tf.tensor2d(Array.from({ length: B * T }, (_, i) => (i % T < T - (i / T | 0) ? 1 : 0)), [B, T]);
+      const mask = tf.mul(tf.sub(1, attn), -1e9);
+      const w = rand([B, 2, T, T], 12);
+      const [ds] = tf.grads((s: tf.Tensor) => tf.sum(tf.mul(scaledMaskedSoftmax(s, 0.125, mask), w)))([scores]);
+      return [scaledMaskedSoftmax(scores, 0.125, mask), ds!];
+    }, 1e-6, 1e-5);
+  });
+
+  it('dropout: the same mask as tf.dropout with the same seed, and its gradient', async () => {
+    for (const [shape, rate, seed] of [[[4, 9, 33], 0.1, 12345], [[1000], 0.5, 7], [[3, 5], 0.9, 2 ** 31 - 1]] as const) {
+      const want = await onCpu(() => tf.tidy(() => {
+        const x = rand([...shape], 60);
+        const [dx] = tf.grads((t: tf.Tensor) => tf.sum(tf.mul(tf.dropout(t, rate, undefined, seed), rand([...shape], 61))))([x]);
+        return [tf.dropout(x, rate, undefined, seed), dx!];
+      }));
+      const before = tf.memory().numTensors;
+      const got = tf.tidy(() => {
+        const x = rand([...shape], 60);
+        const [dx] = tf.grads((t: tf.Tensor) => tf.sum(tf.mul(dropout(t, rate, seed), rand([...shape], 61))))([x]);
+        return [dropout(x, rate, seed), dx!];
+      });
+      got.forEach((t, i) => expect(Array.from(t.dataSync())).toEqual(Array.from(want[i]!)));
+      got.forEach((t) => t.dispose());
+      expect(tf.memory().numTensors).toBe(before);
+    }
+  });
+
+  it('seeds Alea as seedrandom does (the first uniform of a seed)', () => {
+    const st = aleaState('42');
+    const t = 2091639 * st.s0 + st.c * 2.3283064365386963e-10;
+    const u = tf.randomUniform([1], 0, 1, 'float32', 42);
+    expect(u.dataSync()[0]).toBe(Math.fround(t - (t | 0)));
+    u.dispose();
+  });
+
+  it('sum over leading axes through the native column sum', async () => {
+    for (const [shape, axis, keepDims] of [[[2048, 300], 0, false], [[5, 4, 3], [0, 1], true], [[7, 3], 1, false]] as const) {
+      await compare(() => [tf.sum(rand([...shape], 70), axis as number | number[], keepDims)], 1e-5, 1e-6);
+    }
+  });
+
+  it('AdamW: two steps with decay, without, and ascent, as the tfjs formulation', async () => {
+    const run = () => {
+      const p1 = tf.tidy(() => tf.variable(rand([300, 7], 13)));
+      const p2 = tf.tidy(() => tf.variable(rand([5], 14)));
+      const p3 = tf.tidy(() => tf.variable(rand([2, 3], 15)));
+      const opt = new AdamW([
+        { variables: [p1], learningRate: 1e-2, weightDecay: 0.1 },
+        { variables: [p2], learningRate: 3e-3, weightDecay: 0 },
+        { variables: [p3], learningRate: 5e-2, weightDecay: 0, ascent: true },
+      ]);
+      for (let step = 0; step < 2; step++) {
+        const grads = new Map<tf.Variable, tf.Tensor>([[p1, rand([300, 7], 16 + step)], [p2, rand([5], 18 + step)], [p3, rand([2, 3], 20 + step)]]);
+        opt.apply(grads, 0.7);
+        grads.forEach((g) => g.dispose());
+      }
+      opt.dispose();
+      return [p1, p2, p3];
+    };
+    const want = await onCpu(run);
+    const before = tf.memory().numTensors;
+    const got = run();
+    got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, 1e-6, 1e-5));
+    got.forEach((t) => t.dispose());
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('Add/Sub/Multiply/RealDiv: same shape, suffix, scalar and per-row broadcasts on either side, other layouts', async () => {
+    const pairs: Array<[number[], number[]]> = [
+      [[4, 6, 33], [4, 6, 33]],
+      [[4, 6, 33], [33]],
+      [[33], [4, 6, 33]],
+      [[4, 6, 33], [1, 6, 33]],
+      [[4, 6, 33], []],
+      [[], [4, 6, 33]],
+      [[4, 6, 33], [4, 6, 1]],
+      [[4, 6, 1], [4, 6, 33]],
+      [[4, 1, 33], [4, 6, 33]], // middle broadcast: wasm's own kernel
+      [[4, 1], [1, 5]], // outer product: wasm's own kernel
+      [[300000], [300000]], // several threads
+    ];
+    for (const op of [tf.add, tf.sub, tf.mul, tf.div]) {
+      for (const [i, [sa, sb]] of pairs.entries()) {
+        await compare(() => [op(rand(sa, 30 + i), op === tf.div ? rand(sb, 50 + i, 0.5, 2) : rand(sb, 50 + i))], 1e-6, 1e-6);
+      }
+    }
+    // int32 operands keep wasm's kernels.
+    const ints = tf.tidy(() => tf.add(tf.tensor1d([1, 2, 3], 'int32'), tf.scalar(4, 'int32')));
+    expect(Array.from(ints.dataSync())).toEqual([5, 6, 7]);
+    ints.dispose();
+  });
+
+  it('Identity and same-dtype Cast share data; the copy outlives the original', () => {
+    const before = tf.memory().numTensors;
+    const x = rand([3, 4], 40);
+    const want = Array.from(x.dataSync());
+    const c = tf.clone(x);
+    const k = tf.cast(x, 'float32');
+    const i = tf.cast(x, 'int32');
+    x.dispose();
+    expect(Array.from(c.dataSync())).toEqual(want);
+    expect(Array.from(k.dataSync())).toEqual(want);
+    expect(Array.from(i.dataSync())).toEqual(want.map((v) => Math.trunc(v) || 0));
+    c.dispose();
+    k.dispose();
+    i.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('without the fused kernels the same functions run as tfjs ops', async () => {
+    accelerateWasm(true, true, false);
+    try {
+      await compare(() => {
+        const x = rand([2, 3, 16], 41);
+        const [dx] = tf.grads((t: tf.Tensor) => tf.sum(gelu(layerNorm(t, tf.onesLike(t.sum([0, 1])), tf.zeros([16]), 1e-12))))([x]);
+        return [dx!];
+      });
+    } finally {
+      accelerateWasm(true, true, true);
+    }
+  });
+});

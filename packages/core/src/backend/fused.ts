@@ -1,0 +1,113 @@
+import { tf, type Tensor } from '../tf.js';
+
+/**
+ * Fused operations: one kernel forward and one backward (through `tf.customGrad`) instead of the
+ * chains of small elementwise kernels tfjs would run. Each returns undefined when its kernels are not
+ * registered on the active backend (no native addon, another backend, `TOPIARY_NATIVE=0`); callers
+ * then compute the same function with plain tfjs ops (see `model/ops.ts`).
+ */
+
+const engine = () => tf.engine();
+function available(...kernels: string[]): boolean {
+  const backend = tf.getBackend();
+  return kernels.every((k) => tf.getKernel(k, backend) !== undefined);
+}
+const run = (name: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap = {}) =>
+  engine().runKernel(name, inputs, attrs) as unknown as Tensor | Tensor[];
+
+const geluOp = tf.customGrad(((x: Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: run('TopiaryGelu', { x }) as Tensor,
+    gradFunc: (dy: Tensor, saved: Tensor[]) => run('TopiaryGeluGrad', { x: saved[0]!, dy }) as Tensor,
+  };
+}) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor | Tensor[] });
+
+/** Exact GELU, x Phi(x), in one kernel each way. */
+export function fusedGelu(x: Tensor): Tensor | undefined {
+  if (x.dtype !== 'float32' || !available('TopiaryGelu', 'TopiaryGeluGrad')) return undefined;
+  return geluOp(x);
+}
+
+/** LayerNorm over the last axis, `(x - mean) / sqrt(var + eps) * gamma + beta`, in one kernel each way. */
+export function fusedLayerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor | undefined {
+  const c = x.shape[x.shape.length - 1];
+  if (x.dtype !== 'float32' || gamma.dtype !== 'float32' || beta.dtype !== 'float32' || !c || gamma.size !== c || beta.size !== c) return undefined;
+  if (!available('TopiaryLayerNorm', 'TopiaryLayerNormGrad')) return undefined;
+  const op = tf.customGrad(((xx: Tensor, g: Tensor, b: Tensor, save: tf.GradSaveFunc) => {
+    const [y, mean, rstd] = run('TopiaryLayerNorm', { x: xx, gamma: g, beta: b }, { eps }) as Tensor[];
+    save([xx, g, mean!, rstd!]);
+    return {
+      value: y!,
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sx, sg, sm, sr] = saved as [Tensor, Tensor, Tensor, Tensor];
+        const [dx, dgamma, dbeta] = run('TopiaryLayerNormGrad', { dy, x: sx, gamma: sg, mean: sm, rstd: sr }) as Tensor[];
+        return [dx!, dgamma!.reshape(g.shape), dbeta!.reshape(b.shape)];
+      },
+    };
+  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] });
+  return op(x, gamma, beta);
+}
+
+/**
+ * `softmax(scores * scale + mask)` over the last axis, with `mask` an additive `[groups, cols]`
+ * matrix whose row `g` applies to the `g`-th consecutive block of rows (attention: `[batch, seq]`
+ * over `[batch, heads, seq, seq]` scores), in one kernel each way. No gradient flows to the mask.
+ */
+export function fusedScaledSoftmax(scores: Tensor, scale: number, mask?: Tensor): Tensor | undefined {
+  const cols = scores.shape[scores.shape.length - 1];
+  if (scores.dtype !== 'float32' || !cols || !available('TopiarySoftmax', 'TopiarySoftmaxGrad')) return undefined;
+  if (mask) {
+    const groups = mask.size / cols;
+    if (mask.dtype !== 'float32' || mask.shape[mask.shape.length - 1] !== cols || !Number.isInteger(groups) || groups < 1 || (scores.size / cols) % groups !== 0) return undefined;
+  }
+  const inner = (y: Tensor) => (dy: Tensor) => run('TopiarySoftmaxGrad', { y, dy }, { scale }) as Tensor;
+  if (!mask) {
+    const op = tf.customGrad(((s: Tensor, save: tf.GradSaveFunc) => {
+      const y = run('TopiarySoftmax', { s }, { scale }) as Tensor;
+      save([y]);
+      return { value: y, gradFunc: (dy: Tensor, saved: Tensor[]) => inner(saved[0]!)(dy) };
+    }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor });
+    return op(scores);
+  }
+  const op = tf.customGrad(((s: Tensor, m: Tensor, save: tf.GradSaveFunc) => {
+    const y = run('TopiarySoftmax', { s, mask: m }, { scale }) as Tensor;
+    save([y]);
+    return { value: y, gradFunc: (dy: Tensor, saved: Tensor[]) => [inner(saved[0]!)(dy), tf.zerosLike(m)] };
+  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] });
+  return op(scores, mask);
+}
+
+/**
+ * `tf.dropout(x, rate, undefined, seed)` (the same mask: tfjs's generator continued natively), in one
+ * kernel forward and one product backward.
+ */
+export function fusedDropout(x: Tensor, rate: number, seed: number | string): Tensor | undefined {
+  if (x.dtype !== 'float32' || !(rate > 0 && rate < 1) || !available('TopiaryDropout')) return undefined;
+  const op = tf.customGrad(((xx: Tensor, save: tf.GradSaveFunc) => {
+    const [y, mult] = run('TopiaryDropout', { x: xx }, { rate, seed: String(seed) }) as Tensor[];
+    save([mult!]);
+    return { value: y!, gradFunc: (dy: Tensor, saved: Tensor[]) => tf.mul(dy, saved[0]!) };
+  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor });
+  return op(x);
+}
+
+export interface AdamWStep {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Bias corrections 1 - beta^t. */
+  bc1: number;
+  bc2: number;
+  /** Multiplier of the parameter before the update, 1 - lr * weightDecay. */
+  decay: number;
+  /** -1 for gradient ascent. */
+  sign: 1 | -1;
+}
+
+/** One AdamW update of a parameter in one kernel: returns the new parameter, first and second moments. */
+export function fusedAdamW(p: Tensor, g: Tensor, m: Tensor, v: Tensor, h: AdamWStep): [Tensor, Tensor, Tensor] | undefined {
+  if ([p, g, m, v].some((t) => t.dtype !== 'float32' || t.size !== p.size) || !available('TopiaryAdamW')) return undefined;
+  return run('TopiaryAdamW', { p, g, m, v }, { ...h }) as [Tensor, Tensor, Tensor];
+}

@@ -1,0 +1,613 @@
+// Topiary native elementwise and fused kernels, on the wasm heap like the GEMM (the caller passes
+// Float32Array views of tfjs's wasm memory; outputs are tensors tfjs already allocated). Every kernel
+// is a plain loop GCC vectorizes with -march=native, split over threads when it is large enough to
+// pay for the thread start-up. Formulas follow tfjs's reference kernels (cpu backend) in float32:
+//   gelu        y = 0.5 x (1 + erf(x / sqrt 2)), erf as tfjs's (Abramowitz-Stegun 7.1.26)
+//   layerNorm   y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (two-pass moments)
+//   softmax     y = softmax(scale * s + mask) over the last axis, mask a per-row-group additive vector
+//   adamw       m' = b1 m + (1-b1) g; v' = b2 v + (1-b2) g^2; p' = decay p - lr (m'/bc1) / (sqrt(v'/bc2) + eps)
+//   binary      add/sub/mul/div with one side broadcast as a suffix (row, scalar) or per row (column)
+//   colSum      sums over leading axes ([rows, cols] -> [cols]), double accumulators as tfjs's cpu Sum
+//   dropout     tf.dropout's multiplier floor(u + keep) / keep with u from tfjs's own generator
+//               (seedrandom's Alea, same doubles in the same order), so masks equal tf.dropout's
+#include <math.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int topiary_threads(void); // gemm.c
+
+typedef void (*chunk_fn)(void *ctx, long begin, long end, int tid);
+
+typedef struct {
+  chunk_fn fn;
+  void *ctx;
+  long begin, end;
+  int tid;
+} chunk;
+
+static void *run_chunk(void *arg) {
+  chunk *c = (chunk *)arg;
+  c->fn(c->ctx, c->begin, c->end, c->tid);
+  return NULL;
+}
+
+// Splits [0, n) into at most topiary_threads() contiguous chunks of at least min_chunk items.
+// Returns the number of threads used (per-thread partial results are indexed by tid).
+static int parallel(long n, long min_chunk, chunk_fn fn, void *ctx) {
+  int threads = topiary_threads();
+  long by_size = min_chunk > 0 ? n / min_chunk : n;
+  if (by_size < threads) threads = by_size < 1 ? 1 : (int)by_size;
+  if (threads > 16) threads = 16;
+  chunk c[16];
+  pthread_t tid[16];
+  for (int t = 0; t < threads; t++) c[t] = (chunk){fn, ctx, n * t / threads, n * (t + 1) / threads, t};
+  for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, run_chunk, &c[t]);
+  run_chunk(&c[0]);
+  for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+  return threads;
+}
+
+#define ELEMS_PER_THREAD 65536L
+
+// expf to ~1 ulp (Cephes), branch-free so loops over it vectorize.
+static inline float exp_f(float x) {
+  x = x < -87.33654f ? -87.33654f : x > 88.37626f ? 88.37626f : x;
+  // Round to nearest with the 1.5 * 2^23 trick (|x log2 e| < 2^22), which vectorizes everywhere.
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * r * r + r + 1.0f;
+  union {
+    int32_t i;
+    float f;
+  } s = {.i = ((int32_t)n + 127) << 23};
+  return p * s.f;
+}
+
+// erf as tfjs computes it (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7).
+static inline float erf_f(float x) {
+  const float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f, a4 = -1.453152027f, a5 = 1.061405429f;
+  float v = fabsf(x);
+  float t = 1.0f / (1.0f + p * v);
+  float y = 1.0f - (((((a5 * t + a4) * t) + a3) * t + a2) * t + a1) * t * exp_f(-v * v);
+  return x < 0.f ? -y : y;
+}
+
+// ---- GELU ----------------------------------------------------------------------------------------
+
+typedef struct {
+  const float *x, *dy;
+  float *y;
+} gelu_ctx;
+
+static void gelu_fwd_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  gelu_ctx *c = arg;
+  const float *restrict x = c->x;
+  float *restrict y = c->y;
+  for (long i = b; i < e; i++) y[i] = 0.5f * x[i] * (1.0f + erf_f(x[i] * 0.70710678118654752f));
+}
+
+// d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi).
+static void gelu_bwd_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  gelu_ctx *c = arg;
+  const float *restrict x = c->x;
+  const float *restrict dy = c->dy;
+  float *restrict dx = c->y;
+  for (long i = b; i < e; i++) {
+    float xi = x[i];
+    float cdf = 0.5f * (1.0f + erf_f(xi * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * exp_f(-0.5f * xi * xi);
+    dx[i] = dy[i] * (cdf + xi * pdf);
+  }
+}
+
+// ---- LayerNorm over the last axis ----------------------------------------------------------------
+
+typedef struct {
+  const float *x, *gamma, *beta, *dy, *mean, *rstd;
+  float *y, *mean_out, *rstd_out, *dgamma_part, *dbeta_part;
+  long cols;
+  float eps;
+} ln_ctx;
+
+static void ln_fwd_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  ln_ctx *c = arg;
+  const long n = c->cols;
+  const float *restrict gamma = c->gamma;
+  const float *restrict beta = c->beta;
+  for (long r = b; r < e; r++) {
+    const float *restrict x = c->x + r * n;
+    float *restrict y = c->y + r * n;
+    float s = 0.f;
+    for (long j = 0; j < n; j++) s += x[j];
+    float mean = s / (float)n;
+    float q = 0.f;
+    for (long j = 0; j < n; j++) {
+      float d = x[j] - mean;
+      q += d * d;
+    }
+    float rstd = 1.0f / sqrtf(q / (float)n + c->eps);
+    for (long j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+    c->mean_out[r] = mean;
+    c->rstd_out[r] = rstd;
+  }
+}
+
+// dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma; dgamma = sum dy xhat; dbeta = sum dy.
+static void ln_bwd_chunk(void *arg, long b, long e, int tid) {
+  ln_ctx *c = arg;
+  const long n = c->cols;
+  const float *restrict gamma = c->gamma;
+  float *restrict dgamma = c->dgamma_part + tid * n;
+  float *restrict dbeta = c->dbeta_part + tid * n;
+  for (long j = 0; j < n; j++) dgamma[j] = dbeta[j] = 0.f;
+  for (long r = b; r < e; r++) {
+    const float *restrict x = c->x + r * n;
+    const float *restrict dy = c->dy + r * n;
+    float *restrict dx = c->y + r * n;
+    const float mean = c->mean[r], rstd = c->rstd[r];
+    float sg = 0.f, sgx = 0.f;
+    for (long j = 0; j < n; j++) {
+      float xhat = (x[j] - mean) * rstd;
+      float g = dy[j] * gamma[j];
+      sg += g;
+      sgx += g * xhat;
+      dgamma[j] += dy[j] * xhat;
+      dbeta[j] += dy[j];
+    }
+    sg /= (float)n;
+    sgx /= (float)n;
+    for (long j = 0; j < n; j++) {
+      float xhat = (x[j] - mean) * rstd;
+      dx[j] = rstd * (dy[j] * gamma[j] - sg - xhat * sgx);
+    }
+  }
+}
+
+// ---- Softmax over the last axis of scale * s + mask ----------------------------------------------
+
+typedef struct {
+  const float *s, *mask, *y, *dy;
+  float *out;
+  long cols, rows_per_mask;
+  float scale;
+} sm_ctx;
+
+static void sm_fwd_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  sm_ctx *c = arg;
+  const long n = c->cols;
+  for (long r = b; r < e; r++) {
+    const float *restrict s = c->s + r * n;
+    const float *restrict mask = c->mask ? c->mask + (r / c->rows_per_mask) * n : NULL;
+    float *restrict y = c->out + r * n;
+    float mx = -INFINITY;
+    for (long j = 0; j < n; j++) {
+      float v = s[j] * c->scale + (mask ? mask[j] : 0.f);
+      y[j] = v;
+      mx = v > mx ? v : mx;
+    }
+    float sum = 0.f;
+    for (long j = 0; j < n; j++) {
+      float ex = exp_f(y[j] - mx);
+      y[j] = ex;
+      sum += ex;
+    }
+    float inv = 1.0f / sum;
+    for (long j = 0; j < n; j++) y[j] *= inv;
+  }
+}
+
+// ds = scale * y (dy - sum(dy y)).
+static void sm_bwd_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  sm_ctx *c = arg;
+  const long n = c->cols;
+  for (long r = b; r < e; r++) {
+    const float *restrict y = c->y + r * n;
+    const float *restrict dy = c->dy + r * n;
+    float *restrict ds = c->out + r * n;
+    float dot = 0.f;
+    for (long j = 0; j < n; j++) dot += dy[j] * y[j];
+    for (long j = 0; j < n; j++) ds[j] = c->scale * (y[j] * (dy[j] - dot));
+  }
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------------
+
+typedef struct {
+  const float *p, *g, *m, *v;
+  float *p2, *m2, *v2;
+  float lr, b1, b2, eps, bc1, bc2, decay, sign;
+} adam_ctx;
+
+static void adam_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  adam_ctx *c = arg;
+  const float *restrict p = c->p, *restrict g = c->g, *restrict m = c->m, *restrict v = c->v;
+  float *restrict p2 = c->p2, *restrict m2 = c->m2, *restrict v2 = c->v2;
+  const float b1 = c->b1, b2 = c->b2, c1 = 1.0f - c->b1, c2 = 1.0f - c->b2, sign = c->sign;
+  for (long i = b; i < e; i++) {
+    float gi = sign * g[i];
+    float mi = m[i] * b1 + gi * c1;
+    float vi = v[i] * b2 + (gi * gi) * c2;
+    float update = (mi / c->bc1) / (sqrtf(vi / c->bc2) + c->eps);
+    m2[i] = mi;
+    v2[i] = vi;
+    p2[i] = p[i] * c->decay - update * c->lr;
+  }
+}
+
+// ---- Binary elementwise with broadcasting --------------------------------------------------------
+
+enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV };
+enum { BC_SAME, BC_B_SUFFIX, BC_A_SUFFIX, BC_B_PER_ROW, BC_A_PER_ROW };
+
+typedef struct {
+  const float *a, *b;
+  float *out;
+  long inner; // suffix length (BC_*_SUFFIX) or row length (BC_*_PER_ROW)
+  int op, mode;
+} bin_ctx;
+
+#define BIN_LOOP(EXPR)                                                                                  \
+  switch (c->mode) {                                                                                    \
+  case BC_SAME:                                                                                         \
+    for (long i = bg; i < e; i++) { float x = a[i], y = bb[i]; out[i] = (EXPR); }                       \
+    break;                                                                                              \
+  case BC_B_SUFFIX:                                                                                     \
+    for (long r = bg / c->inner; r * c->inner < e; r++) {                                               \
+      long lo = r * c->inner > bg ? r * c->inner : bg, hi = (r + 1) * c->inner < e ? (r + 1) * c->inner : e; \
+      const float *restrict br = bb - r * c->inner;                                                     \
+      for (long i = lo; i < hi; i++) { float x = a[i], y = br[i]; out[i] = (EXPR); }                    \
+    }                                                                                                   \
+    break;                                                                                              \
+  case BC_A_SUFFIX:                                                                                     \
+    for (long r = bg / c->inner; r * c->inner < e; r++) {                                               \
+      long lo = r * c->inner > bg ? r * c->inner : bg, hi = (r + 1) * c->inner < e ? (r + 1) * c->inner : e; \
+      const float *restrict ar = a - r * c->inner;                                                      \
+      for (long i = lo; i < hi; i++) { float x = ar[i], y = bb[i]; out[i] = (EXPR); }                   \
+    }                                                                                                   \
+    break;                                                                                              \
+  case BC_B_PER_ROW:                                                                                    \
+    for (long r = bg / c->inner; r * c->inner < e; r++) {                                               \
+      long lo = r * c->inner > bg ? r * c->inner : bg, hi = (r + 1) * c->inner < e ? (r + 1) * c->inner : e; \
+      const float y = bb[r];                                                                            \
+      for (long i = lo; i < hi; i++) { float x = a[i]; out[i] = (EXPR); }                               \
+    }                                                                                                   \
+    break;                                                                                              \
+  case BC_A_PER_ROW:                                                                                    \
+    for (long r = bg / c->inner; r * c->inner < e; r++) {                                               \
+      long lo = r * c->inner > bg ? r * c->inner : bg, hi = (r + 1) * c->inner < e ? (r + 1) * c->inner : e; \
+      const float x = a[r];                                                                             \
+      for (long i = lo; i < hi; i++) { float y = bb[i]; out[i] = (EXPR); }                              \
+    }                                                                                                   \
+    break;                                                                                              \
+  }
+
+static void bin_chunk(void *arg, long bg, long e, int tid) {
+  (void)tid;
+  bin_ctx *c = arg;
+  const float *restrict a = c->a, *restrict bb = c->b;
+  float *restrict out = c->out;
+  switch (c->op) {
+  case OP_ADD: BIN_LOOP(x + y) break;
+  case OP_SUB: BIN_LOOP(x - y) break;
+  case OP_MUL: BIN_LOOP(x * y) break;
+  case OP_DIV: BIN_LOOP(x / y) break;
+  }
+}
+
+// ---- Column sums (sum over leading axes) ---------------------------------------------------------
+
+typedef struct {
+  const float *x;
+  float *out;
+  long rows, cols;
+} colsum_ctx;
+
+static void colsum_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  colsum_ctx *c = arg;
+  double acc[256];
+  for (long j0 = b; j0 < e; j0 += 256) {
+    long w = e - j0 < 256 ? e - j0 : 256;
+    for (long j = 0; j < w; j++) acc[j] = 0.0;
+    for (long r = 0; r < c->rows; r++) {
+      const float *restrict row = c->x + r * c->cols + j0;
+      for (long j = 0; j < w; j++) acc[j] += row[j];
+    }
+    for (long j = 0; j < w; j++) c->out[j0 + j] = (float)acc[j];
+  }
+}
+
+// ---- Dropout with tfjs's Alea stream -------------------------------------------------------------
+
+// One Alea step exactly as seedrandom's JavaScript computes it: every product and sum rounded to
+// double on its own (no fused multiply-add, which -ffp-contract=fast would otherwise emit).
+static inline double alea_next(double *s0, double *s1, double *s2, double *c) {
+  volatile double prod = 2091639.0 * *s0;
+  double t = prod + *c * 2.3283064365386963e-10;
+  *s0 = *s1;
+  *s1 = *s2;
+  *c = (double)(int32_t)t;
+  *s2 = t - *c;
+  return *s2;
+}
+
+// ---- Node-API glue -------------------------------------------------------------------------------
+
+#define CHECK(call)                                                   \
+  if ((call) != napi_ok) {                                            \
+    napi_throw_error(env, NULL, "topiary-native: N-API call failed"); \
+    return NULL;                                                      \
+  }
+
+static int f32(napi_env env, napi_value v, float **data, size_t *length, const char *fn, int index) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  if (napi_is_typedarray(env, v, &is_ta) == napi_ok && is_ta &&
+      napi_get_typedarray_info(env, v, &type, length, (void **)data, &ab, &offset) == napi_ok && type == napi_float32_array)
+    return 1;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s: argument %d must be a Float32Array", fn, index);
+  napi_throw_type_error(env, NULL, msg);
+  return 0;
+}
+
+static int args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, const char *usage) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  return 1;
+}
+
+static int num(napi_env env, napi_value v, double *out) {
+  if (napi_get_value_double(env, v, out) == napi_ok) return 1;
+  napi_throw_type_error(env, NULL, "topiary-native: expected a number");
+  return 0;
+}
+
+static napi_value range_error(napi_env env, const char *msg) {
+  napi_throw_range_error(env, NULL, msg);
+  return NULL;
+}
+
+// gelu(x, y) / geluGrad(x, dy, dx)
+static napi_value js_gelu(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!args(env, info, 2, argv, "gelu(x, y): expected 2 arguments")) return NULL;
+  float *x, *y;
+  size_t nx, ny;
+  if (!f32(env, argv[0], &x, &nx, "gelu", 0) || !f32(env, argv[1], &y, &ny, "gelu", 1)) return NULL;
+  if (ny < nx) return range_error(env, "gelu: y is shorter than x");
+  gelu_ctx c = {x, NULL, y};
+  parallel((long)nx, ELEMS_PER_THREAD / 4, gelu_fwd_chunk, &c);
+  return NULL;
+}
+
+static napi_value js_gelu_grad(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!args(env, info, 3, argv, "geluGrad(x, dy, dx): expected 3 arguments")) return NULL;
+  float *x, *dy, *dx;
+  size_t nx, ndy, ndx;
+  if (!f32(env, argv[0], &x, &nx, "geluGrad", 0) || !f32(env, argv[1], &dy, &ndy, "geluGrad", 1) || !f32(env, argv[2], &dx, &ndx, "geluGrad", 2)) return NULL;
+  if (ndy < nx || ndx < nx) return range_error(env, "geluGrad: dy and dx must be as long as x");
+  gelu_ctx c = {x, dy, dx};
+  parallel((long)nx, ELEMS_PER_THREAD / 4, gelu_bwd_chunk, &c);
+  return NULL;
+}
+
+// layerNorm(x, gamma, beta, y, mean, rstd, rows, cols, eps)
+static napi_value js_layer_norm(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  if (!args(env, info, 9, argv, "layerNorm(x, gamma, beta, y, mean, rstd, rows, cols, eps): expected 9 arguments")) return NULL;
+  float *p[6];
+  size_t n[6];
+  for (int i = 0; i < 6; i++)
+    if (!f32(env, argv[i], &p[i], &n[i], "layerNorm", i)) return NULL;
+  double rows, cols, eps;
+  if (!num(env, argv[6], &rows) || !num(env, argv[7], &cols) || !num(env, argv[8], &eps)) return NULL;
+  size_t r = (size_t)rows, k = (size_t)cols;
+  if (rows < 0 || cols < 1 || n[0] < r * k || n[3] < r * k || n[1] < k || n[2] < k || n[4] < r || n[5] < r)
+    return range_error(env, "layerNorm: shapes do not fit the arrays");
+  ln_ctx c = {.x = p[0], .gamma = p[1], .beta = p[2], .y = p[3], .mean_out = p[4], .rstd_out = p[5], .cols = (long)k, .eps = (float)eps};
+  parallel((long)r, ELEMS_PER_THREAD / (long)k + 1, ln_fwd_chunk, &c);
+  return NULL;
+}
+
+// layerNormGrad(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols)
+static napi_value js_layer_norm_grad(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  if (!args(env, info, 10, argv, "layerNormGrad(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols): expected 10 arguments")) return NULL;
+  float *p[8];
+  size_t n[8];
+  for (int i = 0; i < 8; i++)
+    if (!f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i)) return NULL;
+  double rows, cols;
+  if (!num(env, argv[8], &rows) || !num(env, argv[9], &cols)) return NULL;
+  size_t r = (size_t)rows, k = (size_t)cols;
+  if (rows < 0 || cols < 1 || n[0] < r * k || n[1] < r * k || n[5] < r * k || n[2] < k || n[6] < k || n[7] < k || n[3] < r || n[4] < r)
+    return range_error(env, "layerNormGrad: shapes do not fit the arrays");
+  float *part = calloc(2 * 16 * k, sizeof(float));
+  if (!part) return range_error(env, "layerNormGrad: out of memory");
+  ln_ctx c = {.dy = p[0], .x = p[1], .gamma = p[2], .mean = p[3], .rstd = p[4], .y = p[5], .dgamma_part = part, .dbeta_part = part + 16 * k, .cols = (long)k};
+  int threads = parallel((long)r, ELEMS_PER_THREAD / (long)k + 1, ln_bwd_chunk, &c);
+  float *dgamma = p[6], *dbeta = p[7];
+  for (size_t j = 0; j < k; j++) {
+    float g = 0.f, b = 0.f;
+    for (int t = 0; t < threads; t++) {
+      g += c.dgamma_part[t * k + j];
+      b += c.dbeta_part[t * k + j];
+    }
+    dgamma[j] = g;
+    dbeta[j] = b;
+  }
+  free(part);
+  return NULL;
+}
+
+// softmax(s, mask|null, y, rows, cols, rowsPerMask, scale) / softmaxGrad(y, dy, ds, rows, cols, scale)
+static napi_value js_softmax(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!args(env, info, 7, argv, "softmax(s, mask, y, rows, cols, rowsPerMask, scale): expected 7 arguments")) return NULL;
+  float *s, *mask = NULL, *y;
+  size_t ns, nm = 0, ny;
+  napi_valuetype t;
+  CHECK(napi_typeof(env, argv[1], &t));
+  if (!f32(env, argv[0], &s, &ns, "softmax", 0) || !f32(env, argv[2], &y, &ny, "softmax", 2)) return NULL;
+  if (t != napi_null && t != napi_undefined && !f32(env, argv[1], &mask, &nm, "softmax", 1)) return NULL;
+  double rows, cols, rpm, scale;
+  if (!num(env, argv[3], &rows) || !num(env, argv[4], &cols) || !num(env, argv[5], &rpm) || !num(env, argv[6], &scale)) return NULL;
+  size_t r = (size_t)rows, k = (size_t)cols, g = (size_t)rpm;
+  if (rows < 0 || cols < 1 || rpm < 1 || ns < r * k || ny < r * k || (mask && nm < ((r + g - 1) / g) * k))
+    return range_error(env, "softmax: shapes do not fit the arrays");
+  sm_ctx c = {.s = s, .mask = mask, .out = y, .cols = (long)k, .rows_per_mask = (long)g, .scale = (float)scale};
+  parallel((long)r, ELEMS_PER_THREAD / 4 / (long)k + 1, sm_fwd_chunk, &c);
+  return NULL;
+}
+
+static napi_value js_softmax_grad(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!args(env, info, 6, argv, "softmaxGrad(y, dy, ds, rows, cols, scale): expected 6 arguments")) return NULL;
+  float *p[3];
+  size_t n[3];
+  for (int i = 0; i < 3; i++)
+    if (!f32(env, argv[i], &p[i], &n[i], "softmaxGrad", i)) return NULL;
+  double rows, cols, scale;
+  if (!num(env, argv[3], &rows) || !num(env, argv[4], &cols) || !num(env, argv[5], &scale)) return NULL;
+  size_t r = (size_t)rows, k = (size_t)cols;
+  if (rows < 0 || cols < 1 || n[0] < r * k || n[1] < r * k || n[2] < r * k) return range_error(env, "softmaxGrad: shapes do not fit the arrays");
+  sm_ctx c = {.y = p[0], .dy = p[1], .out = p[2], .cols = (long)k, .scale = (float)scale};
+  parallel((long)r, ELEMS_PER_THREAD / (long)k + 1, sm_bwd_chunk, &c);
+  return NULL;
+}
+
+// adamw(p, g, m, v, pOut, mOut, vOut, lr, beta1, beta2, eps, bc1, bc2, decay, sign)
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  napi_value argv[15];
+  if (!args(env, info, 15, argv, "adamw(p, g, m, v, pOut, mOut, vOut, lr, beta1, beta2, eps, bc1, bc2, decay, sign): expected 15 arguments")) return NULL;
+  float *p[7];
+  size_t n[7];
+  for (int i = 0; i < 7; i++)
+    if (!f32(env, argv[i], &p[i], &n[i], "adamw", i)) return NULL;
+  double h[8];
+  for (int i = 0; i < 8; i++)
+    if (!num(env, argv[7 + i], &h[i])) return NULL;
+  for (int i = 1; i < 7; i++)
+    if (n[i] < n[0]) return range_error(env, "adamw: every array must be as long as p");
+  adam_ctx c = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], (float)h[0], (float)h[1], (float)h[2], (float)h[3], (float)h[4], (float)h[5], (float)h[6], (float)h[7]};
+  parallel((long)n[0], ELEMS_PER_THREAD, adam_chunk, &c);
+  return NULL;
+}
+
+// binary(op, mode, a, b, out, inner): op 0 add, 1 sub, 2 mul, 3 div; mode 0 same shape, 1 b repeats
+// every `inner` (suffix broadcast, scalar when inner 1), 2 a repeats, 3 b is one value per row of
+// `inner`, 4 a is one value per row.
+static napi_value js_binary(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!args(env, info, 6, argv, "binary(op, mode, a, b, out, inner): expected 6 arguments")) return NULL;
+  int32_t op, mode;
+  CHECK(napi_get_value_int32(env, argv[0], &op));
+  CHECK(napi_get_value_int32(env, argv[1], &mode));
+  float *a, *b, *out;
+  size_t na, nb, nout;
+  if (!f32(env, argv[2], &a, &na, "binary", 2) || !f32(env, argv[3], &b, &nb, "binary", 3) || !f32(env, argv[4], &out, &nout, "binary", 4)) return NULL;
+  double inner_d;
+  if (!num(env, argv[5], &inner_d)) return NULL;
+  long inner = (long)inner_d, total = (long)nout;
+  if (op < 0 || op > 3 || mode < 0 || mode > 4 || inner < 1) return range_error(env, "binary: bad op, mode or inner");
+  int ok = 0;
+  switch (mode) {
+  case BC_SAME: ok = (long)na >= total && (long)nb >= total; break;
+  case BC_B_SUFFIX: ok = (long)na >= total && (long)nb >= inner && total % inner == 0; break;
+  case BC_A_SUFFIX: ok = (long)nb >= total && (long)na >= inner && total % inner == 0; break;
+  case BC_B_PER_ROW: ok = (long)na >= total && total % inner == 0 && (long)nb >= total / inner; break;
+  case BC_A_PER_ROW: ok = (long)nb >= total && total % inner == 0 && (long)na >= total / inner; break;
+  }
+  if (!ok) return range_error(env, "binary: shapes do not fit the arrays");
+  // A scalar side is one value per row of the whole array: the inner loop then streams.
+  if (inner == 1 && (mode == BC_B_SUFFIX || mode == BC_A_SUFFIX)) {
+    mode = mode == BC_B_SUFFIX ? BC_B_PER_ROW : BC_A_PER_ROW;
+    inner = total > 0 ? total : 1;
+  }
+  bin_ctx c = {a, b, out, inner, op, mode};
+  parallel(total, ELEMS_PER_THREAD * 2, bin_chunk, &c);
+  return NULL;
+}
+
+// colSum(x, out, rows, cols): out[j] = sum_r x[r, j]
+static napi_value js_col_sum(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!args(env, info, 4, argv, "colSum(x, out, rows, cols): expected 4 arguments")) return NULL;
+  float *x, *out;
+  size_t nx, nout;
+  if (!f32(env, argv[0], &x, &nx, "colSum", 0) || !f32(env, argv[1], &out, &nout, "colSum", 1)) return NULL;
+  double rows, cols;
+  if (!num(env, argv[2], &rows) || !num(env, argv[3], &cols)) return NULL;
+  size_t r = (size_t)rows, k = (size_t)cols;
+  if (rows < 0 || cols < 0 || nx < r * k || nout < k) return range_error(env, "colSum: shapes do not fit the arrays");
+  colsum_ctx c = {x, out, (long)r, (long)k};
+  // Columns split in 256-wide blocks between threads when the input is large.
+  long per_thread = r * k >= 2 * ELEMS_PER_THREAD ? 256 : (long)k + 1;
+  parallel((long)k, per_thread, colsum_chunk, &c);
+  return NULL;
+}
+
+// dropout(x, y, mult, keep, s0, s1, s2, c): mult = floor(u + keep) / keep in float32 with u the
+// float32 rounding of successive Alea doubles from state (s0, s1, s2, c); y = x * mult.
+static napi_value js_dropout(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!args(env, info, 8, argv, "dropout(x, y, mult, keep, s0, s1, s2, c): expected 8 arguments")) return NULL;
+  float *x, *y, *mult;
+  size_t nx, ny, nm;
+  if (!f32(env, argv[0], &x, &nx, "dropout", 0) || !f32(env, argv[1], &y, &ny, "dropout", 1) || !f32(env, argv[2], &mult, &nm, "dropout", 2)) return NULL;
+  double h[5];
+  for (int i = 0; i < 5; i++)
+    if (!num(env, argv[3 + i], &h[i])) return NULL;
+  if (ny < nx || nm < nx) return range_error(env, "dropout: y and mult must be as long as x");
+  const float keep = (float)h[0];
+  double s0 = h[1], s1 = h[2], s2 = h[3], c = h[4];
+  for (size_t i = 0; i < nx; i++) {
+    float u = (float)alea_next(&s0, &s1, &s2, &c);
+    volatile float sum = u + keep; // float32 add, then floor, as tfjs's Add and Floor kernels
+    mult[i] = floorf(sum) / keep;
+  }
+  bin_ctx b = {x, mult, y, 1, OP_MUL, BC_SAME};
+  parallel((long)nx, ELEMS_PER_THREAD * 2, bin_chunk, &b);
+  return NULL;
+}
+
+napi_value topiary_register_fused(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"gelu", NULL, js_gelu, NULL, NULL, NULL, napi_default, NULL},
+      {"geluGrad", NULL, js_gelu_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"layerNorm", NULL, js_layer_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"layerNormGrad", NULL, js_layer_norm_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"softmax", NULL, js_softmax, NULL, NULL, NULL, napi_default, NULL},
+      {"softmaxGrad", NULL, js_softmax_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"adamw", NULL, js_adamw, NULL, NULL, NULL, napi_default, NULL},
+      {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
+      {"colSum", NULL, js_col_sum, NULL, NULL, NULL, napi_default, NULL},
+      {"dropout", NULL, js_dropout, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
