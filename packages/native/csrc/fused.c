@@ -9,6 +9,7 @@
 //   adamw       m' = b1 m + (1-b1) g; v' = b2 v + (1-b2) g^2; p' = decay p - lr (m'/bc1) / (sqrt(v'/bc2) + eps)
 //   binary      add/sub/mul/div with one side broadcast as a suffix (row, scalar) or per row (column)
 //   transpose   [A, B, C, D] -> [A, C, B, D] as row copies (attention's head split and merge)
+//   sumSquares  sum of x^2 in double (the global gradient norm for clipping)
 //   colSum      sums over leading axes ([rows, cols] -> [cols]), double accumulators as tfjs's cpu Sum
 //   dropout     tf.dropout's multiplier floor(u + keep) / keep with u from tfjs's own generator
 //               (seedrandom's Alea, same doubles in the same order), so masks equal tf.dropout's
@@ -348,6 +349,26 @@ static void colsum_chunk(void *arg, long b, long e, int tid) {
   }
 }
 
+// ---- Sum of squares (global gradient norm) ------------------------------------------------------
+
+typedef struct {
+  const float *x;
+  double part[16];
+} sumsq_ctx;
+
+static void sumsq_chunk(void *arg, long b, long e, int tid) {
+  sumsq_ctx *c = arg;
+  const float *restrict x = c->x;
+  double acc[8] = {0};
+  long i = b;
+  for (; i + 8 <= e; i += 8)
+    for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * x[i + j];
+  double s = 0;
+  for (; i < e; i++) s += (double)x[i] * x[i];
+  for (int j = 0; j < 8; j++) s += acc[j];
+  c->part[tid] = s;
+}
+
 // ---- Transpose [A, B, C, D] -> [A, C, B, D] (attention's head split and merge) --------------------
 
 typedef struct {
@@ -655,6 +676,22 @@ static napi_value js_transpose0213(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// sumSquares(x): sum of x^2 in double.
+static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv, "sumSquares(x): expected 1 argument")) return NULL;
+  float *x;
+  size_t nx;
+  if (!f32(env, argv[0], &x, &nx, "sumSquares", 0)) return NULL;
+  sumsq_ctx c = {.x = x};
+  int threads = parallel((long)nx, ELEMS_PER_THREAD * 2, sumsq_chunk, &c);
+  double s = 0;
+  for (int t = 0; t < threads; t++) s += c.part[t];
+  napi_value out;
+  CHECK(napi_create_double(env, s, &out));
+  return out;
+}
+
 napi_value topiary_register_fused(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"gelu", NULL, js_gelu, NULL, NULL, NULL, napi_default, NULL},
@@ -666,6 +703,7 @@ napi_value topiary_register_fused(napi_env env, napi_value exports) {
       {"adamw", NULL, js_adamw, NULL, NULL, NULL, napi_default, NULL},
       {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
       {"colSum", NULL, js_col_sum, NULL, NULL, NULL, napi_default, NULL},
+      {"sumSquares", NULL, js_sum_squares, NULL, NULL, NULL, napi_default, NULL},
       {"transpose0213", NULL, js_transpose0213, NULL, NULL, NULL, napi_default, NULL},
       {"dropout", NULL, js_dropout, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -45,7 +45,8 @@ export function nativeGemm(): { binding?: NativeGemm; reason?: string } {
  *   kernels, which `fused.ts` calls through `tf.customGrad` from the model and the optimizer:
  *   `TopiaryLinear` (GEMM with the bias added in its store), `TopiaryGelu`/`TopiaryGeluGrad`, `TopiaryLayerNorm`/`TopiaryLayerNormGrad` (optionally of a residual sum), `TopiarySoftmax`/
  *   `TopiarySoftmaxGrad` (attention: scale, additive padding mask, softmax), `TopiaryDropout` (the
- *   mask of `tf.dropout` with the same seed) and `TopiaryAdamW` (one pass per parameter). Without
+ *   mask of `tf.dropout` with the same seed), `TopiarySumSquares` (gradient clipping's norm) and
+ *   `TopiaryAdamW` (one pass per parameter). Without
  *   them (`TOPIARY_NATIVE=0`, `TOPIARY_FUSED=0`, an unbuilt addon, other backends) the model runs
  *   the same functions as tfjs ops.
  */
@@ -277,7 +278,7 @@ export function accelerateWasm(
 }
 
 /** The fused kernels `native-kernels.ts` provides (registered only with the native addon). */
-export const FUSED_KERNEL_NAMES = ['TopiaryLinear', 'TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiaryAdamW'];
+export const FUSED_KERNEL_NAMES = ['TopiaryLinear', 'TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiarySumSquares', 'TopiaryAdamW'];
 
 /** Kernels replaced on wasm: the original (to restore) and the replacement. */
 const replaced = new Map<string, { original: KernelFunc; kernelFunc: KernelFunc }>();

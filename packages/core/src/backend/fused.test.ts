@@ -6,7 +6,7 @@ import { hasFused } from './native-kernels.js';
 import { fusedGelu } from './fused.js';
 import { addLayerNorm, dropout, gelu, layerNorm, linear, scaledMaskedSoftmax } from '../model/ops.js';
 import { aleaState } from './native-kernels.js';
-import { AdamW } from '../engine/optimizer.js';
+import { AdamW, clipByGlobalNorm } from '../engine/optimizer.js';
 
 /** Runs `f` on the cpu backend (tfjs's reference kernels; no fused kernels there) and returns its values. */
 async function onCpu(f: () => tf.Tensor[]): Promise<Float32Array[]> {
@@ -187,6 +187,23 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     for (const [shape, axis, keepDims] of [[[2048, 300], 0, false], [[5, 4, 3], [0, 1], true], [[7, 3], 1, false]] as const) {
       await compare(() => [tf.sum(rand([...shape], 70), axis as number | number[], keepDims)], 1e-5, 1e-6);
     }
+  });
+
+  it('clips by the global norm as the tfjs formulation (sum of squares in one pass)', async () => {
+    const run = () => {
+      const vars = [tf.tidy(() => tf.variable(rand([300, 70], 91))), tf.tidy(() => tf.variable(rand([7], 92)))];
+      const grads = new Map<tf.Variable, tf.Tensor>(vars.map((v, i) => [v, rand(v.shape, 93 + i, -3, 3)]));
+      const { grads: clipped, norm } = clipByGlobalNorm(grads, 1);
+      const out = [tf.scalar(norm), ...[...clipped.values()].map((g) => g.clone())];
+      [...grads.values(), ...clipped.values(), ...vars].forEach((t) => t.dispose());
+      return out;
+    };
+    const want = await onCpu(run);
+    const before = tf.memory().numTensors;
+    const got = run();
+    got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, 1e-6, 1e-5));
+    got.forEach((t) => t.dispose());
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('AdamW: two steps with decay, without, and ascent, as the tfjs formulation', async () => {

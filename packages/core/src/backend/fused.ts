@@ -124,6 +124,12 @@ export function fusedDropout(x: Tensor, rate: number, seed: number | string): Te
   return op(x);
 }
 
+/** `sum(square(x))` over every element in one pass (double accumulation), as a scalar; no gradient. */
+export function fusedSumSquares(x: Tensor): Tensor | undefined {
+  if (x.dtype !== 'float32' || !available('TopiarySumSquares')) return undefined;
+  return run('TopiarySumSquares', { x }) as Tensor;
+}
+
 export interface AdamWStep {
   lr: number;
   beta1: number;

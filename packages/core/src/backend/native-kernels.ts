@@ -17,6 +17,7 @@ export interface NativeFused {
   adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, decay: number, sign: number): void;
   binary(op: number, mode: number, a: Float32Array, b: Float32Array, out: Float32Array, inner: number): void;
   colSum(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  sumSquares(x: Float32Array): number;
   transpose0213(x: Float32Array, out: Float32Array, a: number, b: number, c: number, d: number): void;
   dropout(x: Float32Array, y: Float32Array, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
 }
@@ -24,7 +25,7 @@ export interface NativeFused {
 /** True when a loaded addon has the fused functions (an older build has only the GEMM). */
 export function hasFused(binding: unknown): binding is NativeFused {
   const b = binding as Partial<NativeFused> | undefined;
-  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.transpose0213 === 'function' && typeof b.dropout === 'function';
+  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.sumSquares === 'function' && typeof b.transpose0213 === 'function' && typeof b.dropout === 'function';
 }
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -244,6 +245,14 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       const st = aleaState(seed);
       native.dropout(view(wasm, x), view(wasm, y), view(wasm, mult), 1 - rate, st.s0, st.s1, st.s2, st.c);
       return [y, mult];
+    },
+    TopiarySumSquares: ({ inputs, backend }) => {
+      const { x } = inputs as { x: Info };
+      const wasm = wasmOf(backend);
+      const out = wasm.makeOutput([], 'float32');
+      const total = native.sumSquares(view(wasm, x));
+      view(wasm, out)[0] = total;
+      return out;
     },
     TopiaryAdamW: ({ inputs, backend, attrs }) => {
       const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', Info>;
