@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Profiles one bert-mini training step (batch 32 x 64, forward + backward + AdamW) on wasm with
 // tf.profile and prints kernels by total time. Not part of the bench.
-// Usage: node scripts/profile-step.mjs [--model mini|tiny] [--top 40]
+// Usage: node scripts/profile-step.mjs [--model mini|tiny] [--top 40] [--reps 2] [--infer] [--compact]
+// (--infer: one inference forward instead; --compact: of the bench's quarter-FLOPs compacted model)
 import 'reflect-metadata';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AdamW, crossEntropy, loadBert, tf, useBackend } from '@topiary/core';
+import { AdamW, MaskSet, compact, crossEntropy, loadBert, tf, useBackend } from '@topiary/core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, dflt) => {
@@ -20,14 +21,22 @@ const B = 32;
 const T = 64;
 const info = await useBackend('wasm');
 console.error(`accelerated: ${info.accelerated.join(', ')}`);
-const model = await loadBert(MODELS[arg('model', 'mini')]);
+let model = await loadBert(MODELS[arg('model', 'mini')]);
+if (process.argv.includes('--compact')) {
+  const masks = MaskSet.ones(model);
+  masks.headMask = masks.headMask.map((h) => h.map((_, i) => (i < Math.max(1, h.length / 4) ? 1 : 0)));
+  masks.neuronMask = masks.neuronMask.map((n) => n.map((_, i) => (i < n.length / 4 ? 1 : 0)));
+  const small = compact(model, masks);
+  model.dispose();
+  model = small;
+}
 const inputIds = new Int32Array(B * T);
 for (let i = 0; i < inputIds.length; i++) inputIds[i] = 1000 + ((i * 7919) % (model.config.vocabSize - 1000));
 const batch = { batchSize: B, seqLen: T, inputIds, attentionMask: new Int32Array(B * T).fill(1), tokenTypeIds: new Int32Array(B * T), labels: Int32Array.from({ length: B }, (_, i) => i % 10) };
 const vars = [...model.params.values()];
 const opt = new AdamW([{ variables: vars, learningRate: 1e-5, weightDecay: 0.01 }]);
 const labels = tf.tensor1d(batch.labels, 'int32');
-const step = () =>
+const step = process.argv.includes('--infer') ? () => tf.tidy(() => { model.forward(batch).logits.dataSync(); }) : () =>
   tf.tidy(() => {
     const { grads } = tf.variableGrads(() => crossEntropy(model.forward(batch, { training: true }).logits, labels), vars);
     opt.apply(new Map(vars.map((v) => [v, grads[v.name]])));

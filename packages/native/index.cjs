@@ -1,5 +1,5 @@
 'use strict';
-// Loads the compiled GEMM when it was built (`node scripts/build.mjs`); otherwise exports
+// Loads the compiled kernels (GEMM and fused) when they were built (`node scripts/build.mjs`); otherwise exports
 // `binding: undefined` and the reason, so callers fall back to wasm kernels.
 const path = require('node:path');
 

@@ -4,7 +4,20 @@ export interface NativeGemm {
    * (broadcast). op(A) is m x k (stored k x m when `transA`), op(B) is k x n (stored n x k when `transB`).
    */
   gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
-  /** Worker threads per product (default: online CPUs, at most 16); returns the value set. */
+  gelu(x: Float32Array, y: Float32Array): void;
+  geluGrad(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  layerNorm(x: Float32Array, gamma: Float32Array, beta: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  layerNormGrad(dy: Float32Array, x: Float32Array, gamma: Float32Array, mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, rows: number, cols: number): void;
+  /** softmax(scale * s + mask) over rows of `cols`; mask row g applies to rows [g * rowsPerMask, (g + 1) * rowsPerMask). */
+  softmax(s: Float32Array, mask: Float32Array | null, y: Float32Array, rows: number, cols: number, rowsPerMask: number, scale: number): void;
+  softmaxGrad(y: Float32Array, dy: Float32Array, ds: Float32Array, rows: number, cols: number, scale: number): void;
+  adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, decay: number, sign: number): void;
+  /** op 0 add, 1 sub, 2 mul, 3 div; mode 0 same shape, 1 b repeats every `inner`, 2 a repeats, 3 b is one value per row of `inner`, 4 a is. */
+  binary(op: number, mode: number, a: Float32Array, b: Float32Array, out: Float32Array, inner: number): void;
+  colSum(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  /** tf.dropout's multiplier from Alea state (s0, s1, s2, c) into `mult`, and y = x * mult. */
+  dropout(x: Float32Array, y: Float32Array, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
+  /** Worker threads per kernel call (default: online CPUs, at most 16); returns the value set. */
   setThreads(threads: number): number;
   readonly threads: number;
 }

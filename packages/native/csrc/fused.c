@@ -3,10 +3,13 @@
 // is a plain loop GCC vectorizes with -march=native, split over threads when it is large enough to
 // pay for the thread start-up. Formulas follow tfjs's reference kernels (cpu backend) in float32:
 //   gelu        y = 0.5 x (1 + erf(x / sqrt 2)), erf as tfjs's (Abramowitz-Stegun 7.1.26)
-//   layerNorm   y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (two-pass moments)
+//   layerNorm   y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (two-pass moments),
+//               optionally of x + res (the residual add fused in, recomputed in the backward pass)
 //   softmax     y = softmax(scale * s + mask) over the last axis, mask a per-row-group additive vector
 //   adamw       m' = b1 m + (1-b1) g; v' = b2 v + (1-b2) g^2; p' = decay p - lr (m'/bc1) / (sqrt(v'/bc2) + eps)
 //   binary      add/sub/mul/div with one side broadcast as a suffix (row, scalar) or per row (column)
+//   transpose   [A, B, C, D] -> [A, C, B, D] as row copies (attention's head split and merge)
+//   sumSquares  sum of x^2 in double (the global gradient norm for clipping)
 //   colSum      sums over leading axes ([rows, cols] -> [cols]), double accumulators as tfjs's cpu Sum
 //   dropout     tf.dropout's multiplier floor(u + keep) / keep with u from tfjs's own generator
 //               (seedrandom's Alea, same doubles in the same order), so masks equal tf.dropout's
@@ -116,7 +119,7 @@ static void gelu_bwd_chunk(void *arg, long b, long e, int tid) {
 // ---- LayerNorm over the last axis ----------------------------------------------------------------
 
 typedef struct {
-  const float *x, *gamma, *beta, *dy, *mean, *rstd;
+  const float *x, *res, *gamma, *beta, *dy, *mean, *rstd; // res: optional residual, normalizes x + res
   float *y, *mean_out, *rstd_out, *dgamma_part, *dbeta_part;
   long cols;
   float eps;
@@ -129,8 +132,13 @@ static void ln_fwd_chunk(void *arg, long b, long e, int tid) {
   const float *restrict gamma = c->gamma;
   const float *restrict beta = c->beta;
   for (long r = b; r < e; r++) {
-    const float *restrict x = c->x + r * n;
-    float *restrict y = c->y + r * n;
+    const float *x = c->x + r * n;
+    float *y = c->y + r * n;
+    if (c->res) {
+      const float *restrict res = c->res + r * n;
+      for (long j = 0; j < n; j++) y[j] = x[j] + res[j];
+      x = y; // normalized in place below (each element read before it is written)
+    }
     float s = 0.f;
     for (long j = 0; j < n; j++) s += x[j];
     float mean = s / (float)n;
@@ -153,9 +161,15 @@ static void ln_bwd_chunk(void *arg, long b, long e, int tid) {
   const float *restrict gamma = c->gamma;
   float *restrict dgamma = c->dgamma_part + tid * n;
   float *restrict dbeta = c->dbeta_part + tid * n;
+  float *sum = c->res ? malloc(sizeof(float) * n) : NULL;
   for (long j = 0; j < n; j++) dgamma[j] = dbeta[j] = 0.f;
   for (long r = b; r < e; r++) {
     const float *restrict x = c->x + r * n;
+    if (sum) {
+      const float *restrict res = c->res + r * n;
+      for (long j = 0; j < n; j++) sum[j] = x[j] + res[j];
+      x = sum;
+    }
     const float *restrict dy = c->dy + r * n;
     float *restrict dx = c->y + r * n;
     const float mean = c->mean[r], rstd = c->rstd[r];
@@ -175,6 +189,7 @@ static void ln_bwd_chunk(void *arg, long b, long e, int tid) {
       dx[j] = rstd * (dy[j] * gamma[j] - sg - xhat * sgx);
     }
   }
+  free(sum);
 }
 
 // ---- Softmax over the last axis of scale * s + mask ----------------------------------------------
@@ -334,6 +349,43 @@ static void colsum_chunk(void *arg, long b, long e, int tid) {
   }
 }
 
+// ---- Sum of squares (global gradient norm) ------------------------------------------------------
+
+typedef struct {
+  const float *x;
+  double part[16];
+} sumsq_ctx;
+
+static void sumsq_chunk(void *arg, long b, long e, int tid) {
+  sumsq_ctx *c = arg;
+  const float *restrict x = c->x;
+  double acc[8] = {0};
+  long i = b;
+  for (; i + 8 <= e; i += 8)
+    for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * x[i + j];
+  double s = 0;
+  for (; i < e; i++) s += (double)x[i] * x[i];
+  for (int j = 0; j < 8; j++) s += acc[j];
+  c->part[tid] = s;
+}
+
+// ---- Transpose [A, B, C, D] -> [A, C, B, D] (attention's head split and merge) --------------------
+
+typedef struct {
+  const float *x;
+  float *out;
+  long b, c, d;
+} perm_ctx;
+
+static void perm_chunk(void *arg, long begin, long end, int tid) {
+  (void)tid;
+  perm_ctx *p = arg;
+  for (long row = begin; row < end; row++) { // row = (a, b, c) of the input
+    long cc = row % p->c, bb = (row / p->c) % p->b, aa = row / (p->c * p->b);
+    memcpy(p->out + ((aa * p->c + cc) * p->b + bb) * p->d, p->x + row * p->d, sizeof(float) * (size_t)p->d);
+  }
+}
+
 // ---- Dropout with tfjs's Alea stream -------------------------------------------------------------
 
 // One Alea step exactly as seedrandom's JavaScript computes it: every product and sum rounded to
@@ -415,42 +467,54 @@ static napi_value js_gelu_grad(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// layerNorm(x, gamma, beta, y, mean, rstd, rows, cols, eps)
+// Reads argument i as an optional Float32Array (null or undefined: absent).
+static int opt_f32(napi_env env, napi_value v, float **data, size_t *length, const char *fn, int index) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return 0;
+  if (t == napi_null || t == napi_undefined) {
+    *data = NULL;
+    *length = 0;
+    return 1;
+  }
+  return f32(env, v, data, length, fn, index);
+}
+
+// layerNorm(x, res|null, gamma, beta, y, mean, rstd, rows, cols, eps): LayerNorm of x (+ res).
 static napi_value js_layer_norm(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  if (!args(env, info, 9, argv, "layerNorm(x, gamma, beta, y, mean, rstd, rows, cols, eps): expected 9 arguments")) return NULL;
-  float *p[6];
-  size_t n[6];
-  for (int i = 0; i < 6; i++)
-    if (!f32(env, argv[i], &p[i], &n[i], "layerNorm", i)) return NULL;
+  napi_value argv[10];
+  if (!args(env, info, 10, argv, "layerNorm(x, res, gamma, beta, y, mean, rstd, rows, cols, eps): expected 10 arguments")) return NULL;
+  float *p[7];
+  size_t n[7];
+  for (int i = 0; i < 7; i++)
+    if (!(i == 1 ? opt_f32(env, argv[i], &p[i], &n[i], "layerNorm", i) : f32(env, argv[i], &p[i], &n[i], "layerNorm", i))) return NULL;
   double rows, cols, eps;
-  if (!num(env, argv[6], &rows) || !num(env, argv[7], &cols) || !num(env, argv[8], &eps)) return NULL;
+  if (!num(env, argv[7], &rows) || !num(env, argv[8], &cols) || !num(env, argv[9], &eps)) return NULL;
   size_t r = (size_t)rows, k = (size_t)cols;
-  if (rows < 0 || cols < 1 || n[0] < r * k || n[3] < r * k || n[1] < k || n[2] < k || n[4] < r || n[5] < r)
+  if (rows < 0 || cols < 1 || n[0] < r * k || (p[1] && n[1] < r * k) || n[4] < r * k || n[2] < k || n[3] < k || n[5] < r || n[6] < r)
     return range_error(env, "layerNorm: shapes do not fit the arrays");
-  ln_ctx c = {.x = p[0], .gamma = p[1], .beta = p[2], .y = p[3], .mean_out = p[4], .rstd_out = p[5], .cols = (long)k, .eps = (float)eps};
+  ln_ctx c = {.x = p[0], .res = p[1], .gamma = p[2], .beta = p[3], .y = p[4], .mean_out = p[5], .rstd_out = p[6], .cols = (long)k, .eps = (float)eps};
   parallel((long)r, ELEMS_PER_THREAD / (long)k + 1, ln_fwd_chunk, &c);
   return NULL;
 }
 
-// layerNormGrad(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols)
+// layerNormGrad(dy, x, res|null, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols)
 static napi_value js_layer_norm_grad(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
-  if (!args(env, info, 10, argv, "layerNormGrad(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols): expected 10 arguments")) return NULL;
-  float *p[8];
-  size_t n[8];
-  for (int i = 0; i < 8; i++)
-    if (!f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i)) return NULL;
+  napi_value argv[11];
+  if (!args(env, info, 11, argv, "layerNormGrad(dy, x, res, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols): expected 11 arguments")) return NULL;
+  float *p[9];
+  size_t n[9];
+  for (int i = 0; i < 9; i++)
+    if (!(i == 2 ? opt_f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i) : f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i))) return NULL;
   double rows, cols;
-  if (!num(env, argv[8], &rows) || !num(env, argv[9], &cols)) return NULL;
+  if (!num(env, argv[9], &rows) || !num(env, argv[10], &cols)) return NULL;
   size_t r = (size_t)rows, k = (size_t)cols;
-  if (rows < 0 || cols < 1 || n[0] < r * k || n[1] < r * k || n[5] < r * k || n[2] < k || n[6] < k || n[7] < k || n[3] < r || n[4] < r)
+  if (rows < 0 || cols < 1 || n[0] < r * k || n[1] < r * k || (p[2] && n[2] < r * k) || n[6] < r * k || n[3] < k || n[7] < k || n[8] < k || n[4] < r || n[5] < r)
     return range_error(env, "layerNormGrad: shapes do not fit the arrays");
   float *part = calloc(2 * 16 * k, sizeof(float));
   if (!part) return range_error(env, "layerNormGrad: out of memory");
-  ln_ctx c = {.dy = p[0], .x = p[1], .gamma = p[2], .mean = p[3], .rstd = p[4], .y = p[5], .dgamma_part = part, .dbeta_part = part + 16 * k, .cols = (long)k};
+  ln_ctx c = {.dy = p[0], .x = p[1], .res = p[2], .gamma = p[3], .mean = p[4], .rstd = p[5], .y = p[6], .dgamma_part = part, .dbeta_part = part + 16 * k, .cols = (long)k};
   int threads = parallel((long)r, ELEMS_PER_THREAD / (long)k + 1, ln_bwd_chunk, &c);
-  float *dgamma = p[6], *dbeta = p[7];
+  float *dgamma = p[7], *dbeta = p[8];
   for (size_t j = 0; j < k; j++) {
     float g = 0.f, b = 0.f;
     for (int t = 0; t < threads; t++) {
@@ -595,6 +659,39 @@ static napi_value js_dropout(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// transpose0213(x, out, a, b, c, d): out[a, c, b, :] = x[a, b, c, :]
+static napi_value js_transpose0213(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!args(env, info, 6, argv, "transpose0213(x, out, a, b, c, d): expected 6 arguments")) return NULL;
+  float *x, *out;
+  size_t nx, nout;
+  if (!f32(env, argv[0], &x, &nx, "transpose0213", 0) || !f32(env, argv[1], &out, &nout, "transpose0213", 1)) return NULL;
+  double h[4];
+  for (int i = 0; i < 4; i++)
+    if (!num(env, argv[2 + i], &h[i])) return NULL;
+  size_t total = (size_t)h[0] * (size_t)h[1] * (size_t)h[2] * (size_t)h[3];
+  if (h[0] < 0 || h[1] < 1 || h[2] < 1 || h[3] < 1 || nx < total || nout < total) return range_error(env, "transpose0213: shapes do not fit the arrays");
+  perm_ctx c = {x, out, (long)h[1], (long)h[2], (long)h[3]};
+  parallel((long)(h[0] * h[1] * h[2]), ELEMS_PER_THREAD * 2 / (long)h[3] + 1, perm_chunk, &c);
+  return NULL;
+}
+
+// sumSquares(x): sum of x^2 in double.
+static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv, "sumSquares(x): expected 1 argument")) return NULL;
+  float *x;
+  size_t nx;
+  if (!f32(env, argv[0], &x, &nx, "sumSquares", 0)) return NULL;
+  sumsq_ctx c = {.x = x};
+  int threads = parallel((long)nx, ELEMS_PER_THREAD * 2, sumsq_chunk, &c);
+  double s = 0;
+  for (int t = 0; t < threads; t++) s += c.part[t];
+  napi_value out;
+  CHECK(napi_create_double(env, s, &out));
+  return out;
+}
+
 napi_value topiary_register_fused(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"gelu", NULL, js_gelu, NULL, NULL, NULL, napi_default, NULL},
@@ -606,6 +703,8 @@ napi_value topiary_register_fused(napi_env env, napi_value exports) {
       {"adamw", NULL, js_adamw, NULL, NULL, NULL, napi_default, NULL},
       {"binary", NULL, js_binary, NULL, NULL, NULL, napi_default, NULL},
       {"colSum", NULL, js_col_sum, NULL, NULL, NULL, napi_default, NULL},
+      {"sumSquares", NULL, js_sum_squares, NULL, NULL, NULL, napi_default, NULL},
+      {"transpose0213", NULL, js_transpose0213, NULL, NULL, NULL, napi_default, NULL},
       {"dropout", NULL, js_dropout, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -1,4 +1,4 @@
-// Topiary native GEMM: C = op(A) x op(B) for row-major float32 matrices, batched, multi-threaded,
+// Topiary native GEMM: C = op(A) x op(B) (+ bias row) for row-major float32 matrices, batched, multi-threaded,
 // written for the memory tfjs's wasm backend already holds (the caller passes Float32Array views of
 // the wasm heap, so nothing is copied). Goto-style blocking: B is packed in KC x NR panels, A in
 // MR x KC panels (transposes are absorbed by the packing), and a register-blocked MR x NR micro-kernel
@@ -24,40 +24,68 @@ typedef struct {
   float *c;
   int m, n, k;          // op(A) is m x k, op(B) is k x n
   int trans_a, trans_b; // A stored k x m when trans_a; B stored n x k when trans_b
+  const float *bias;    // optional, n values added to every row of C (a linear layer's bias)
 } gemm_args;
 
-static inline float at_a(const gemm_args *g, int i, int p) { return g->trans_a ? g->a[(size_t)p * g->m + i] : g->a[(size_t)i * g->k + p]; }
-static inline float at_b(const gemm_args *g, int p, int j) { return g->trans_b ? g->b[(size_t)j * g->k + p] : g->b[(size_t)p * g->n + j]; }
 
-// Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels, zero-padded.
+// Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-row panels, zero-padded. The layout
+// test is hoisted out of the loops: stored row-major, each panel is an MR x kc transpose of MR row
+// streams; stored transposed (k x m), each packed row is a contiguous run of A.
 static void pack_a(const gemm_args *g, int i0, int mc, int p0, int kc, float *dst) {
   for (int ip = 0; ip < mc; ip += MR) {
     int mr = mc - ip < MR ? mc - ip : MR;
-    for (int p = 0; p < kc; p++) {
-      for (int i = 0; i < mr; i++) dst[i] = at_a(g, i0 + ip + i, p0 + p);
-      for (int i = mr; i < MR; i++) dst[i] = 0.f;
-      dst += MR;
+    if (g->trans_a) {
+      const float *src = g->a + (size_t)p0 * g->m + i0 + ip;
+      for (int p = 0; p < kc; p++, src += g->m, dst += MR) {
+        for (int i = 0; i < mr; i++) dst[i] = src[i];
+        for (int i = mr; i < MR; i++) dst[i] = 0.f;
+      }
+    } else if (mr == MR) {
+      const float *rows = g->a + (size_t)(i0 + ip) * g->k + p0;
+      const size_t ld = (size_t)g->k;
+      for (int p = 0; p < kc; p++, dst += MR)
+        for (int i = 0; i < MR; i++) dst[i] = rows[i * ld + p];
+    } else {
+      const float *rows = g->a + (size_t)(i0 + ip) * g->k + p0;
+      const size_t ld = (size_t)g->k;
+      for (int p = 0; p < kc; p++, dst += MR) {
+        for (int i = 0; i < mr; i++) dst[i] = rows[i * ld + p];
+        for (int i = mr; i < MR; i++) dst[i] = 0.f;
+      }
     }
   }
 }
 
-// Packs rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-column panels, zero-padded.
+// Packs rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-column panels, zero-padded. Stored
+// k x n, a packed row is a contiguous run of B; stored transposed (n x k), column j of op(B) is row j
+// of B, read as a stream and scattered with stride NR.
 static void pack_b(const gemm_args *g, int p0, int kc, int j0, int nc, float *dst) {
   for (int jp = 0; jp < nc; jp += NR) {
     int nr = nc - jp < NR ? nc - jp : NR;
-    for (int p = 0; p < kc; p++) {
-      if (!g->trans_b && nr == NR) {
-        memcpy(dst, g->b + (size_t)(p0 + p) * g->n + j0 + jp, NR * sizeof(float));
-      } else {
-        for (int j = 0; j < nr; j++) dst[j] = at_b(g, p0 + p, j0 + jp + j);
-        for (int j = nr; j < NR; j++) dst[j] = 0.f;
+    if (!g->trans_b) {
+      const float *src = g->b + (size_t)p0 * g->n + j0 + jp;
+      for (int p = 0; p < kc; p++, src += g->n, dst += NR) {
+        if (nr == NR) {
+          memcpy(dst, src, NR * sizeof(float));
+        } else {
+          for (int j = 0; j < nr; j++) dst[j] = src[j];
+          for (int j = nr; j < NR; j++) dst[j] = 0.f;
+        }
       }
-      dst += NR;
+    } else {
+      for (int j = 0; j < nr; j++) {
+        const float *col = g->b + (size_t)(j0 + jp + j) * g->k + p0;
+        for (int p = 0; p < kc; p++) dst[(size_t)p * NR + j] = col[p];
+      }
+      for (int j = nr; j < NR; j++)
+        for (int p = 0; p < kc; p++) dst[(size_t)p * NR + j] = 0.f;
+      dst += (size_t)kc * NR;
     }
   }
 }
 
-static void micro(int kc, const float *restrict a, const float *restrict b, float *c, int ldc, int mr, int nr, int accumulate) {
+// C tile (+)= A panel x B panel; on the first k block (not accumulate) C = product + bias (when given).
+static void micro(int kc, const float *restrict a, const float *restrict b, float *c, int ldc, int mr, int nr, int accumulate, const float *bias) {
   v16 acc[MR][2];
   memset(acc, 0, sizeof acc);
   for (int p = 0; p < kc; p++) {
@@ -67,6 +95,17 @@ static void micro(int kc, const float *restrict a, const float *restrict b, floa
     for (int i = 0; i < MR; i++) {
       acc[i][0] += b0 * ap[i];
       acc[i][1] += b1 * ap[i];
+    }
+  }
+  if (!accumulate && bias) {
+    float tile_bias[NR] __attribute__((aligned(64)));
+    for (int j = 0; j < NR; j++) tile_bias[j] = j < nr ? bias[j] : 0.f;
+    v16 b0, b1;
+    memcpy(&b0, tile_bias, 64);
+    memcpy(&b1, tile_bias + 16, 64);
+    for (int i = 0; i < MR; i++) {
+      acc[i][0] += b0;
+      acc[i][1] += b1;
     }
   }
   if (mr == MR && nr == NR) {
@@ -93,27 +132,28 @@ static void micro(int kc, const float *restrict a, const float *restrict b, floa
   }
 }
 
-// C[:, j_begin:j_end] of one matrix product.
-static void gemm_cols(const gemm_args *g, int j_begin, int j_end, float *pa, float *pb) {
+// C[i_begin:i_end, j_begin:j_end] of one matrix product.
+static void gemm_block(const gemm_args *g, int i_begin, int i_end, int j_begin, int j_end, float *pa, float *pb) {
   for (int j0 = j_begin; j0 < j_end; j0 += NC) {
     int nc = j_end - j0 < NC ? j_end - j0 : NC;
     for (int p0 = 0; p0 < g->k; p0 += KC) {
       int kc = g->k - p0 < KC ? g->k - p0 : KC;
       pack_b(g, p0, kc, j0, nc, pb);
-      for (int i0 = 0; i0 < g->m; i0 += MC) {
-        int mc = g->m - i0 < MC ? g->m - i0 : MC;
+      for (int i0 = i_begin; i0 < i_end; i0 += MC) {
+        int mc = i_end - i0 < MC ? i_end - i0 : MC;
         pack_a(g, i0, mc, p0, kc, pa);
         for (int jp = 0; jp < nc; jp += NR) {
           for (int ip = 0; ip < mc; ip += MR) {
             micro(kc, pa + (size_t)ip * kc, pb + (size_t)jp * kc, g->c + (size_t)(i0 + ip) * g->n + j0 + jp, g->n,
-                  mc - ip < MR ? mc - ip : MR, nc - jp < NR ? nc - jp : NR, p0 > 0);
+                  mc - ip < MR ? mc - ip : MR, nc - jp < NR ? nc - jp : NR, p0 > 0, g->bias ? g->bias + j0 + jp : NULL);
           }
         }
       }
     }
   }
   if (g->k == 0)
-    for (int i = 0; i < g->m; i++) memset(g->c + (size_t)i * g->n + j_begin, 0, (size_t)(j_end - j_begin) * sizeof(float));
+    for (int i = i_begin; i < i_end; i++)
+      for (int j = j_begin; j < j_end; j++) g->c[(size_t)i * g->n + j] = g->bias ? g->bias[j] : 0.f;
 }
 
 typedef struct {
@@ -121,7 +161,9 @@ typedef struct {
   float *c;
   int batch, stride_a, stride_b; // stride 0 broadcasts a single matrix over the batch
   int m, n, k, trans_a, trans_b;
+  const float *bias;  // optional, n values
   int b_begin, b_end; // batch range of this worker
+  int i_begin, i_end; // row range of this worker
   int j_begin, j_end; // column range of this worker
 } work;
 
@@ -130,8 +172,8 @@ static void *run_work(void *arg) {
   float *pa = aligned_alloc(64, sizeof(float) * MC * KC);
   float *pb = aligned_alloc(64, sizeof(float) * KC * NC);
   for (int i = w->b_begin; i < w->b_end; i++) {
-    gemm_args g = {w->a + (size_t)i * w->stride_a, w->b + (size_t)i * w->stride_b, w->c + (size_t)i * w->m * w->n, w->m, w->n, w->k, w->trans_a, w->trans_b};
-    gemm_cols(&g, w->j_begin, w->j_end, pa, pb);
+    gemm_args g = {w->a + (size_t)i * w->stride_a, w->b + (size_t)i * w->stride_b, w->c + (size_t)i * w->m * w->n, w->m, w->n, w->k, w->trans_a, w->trans_b, w->bias};
+    gemm_block(&g, w->i_begin, w->i_end, w->j_begin, w->j_end, pa, pb);
   }
   free(pa);
   free(pb);
@@ -150,17 +192,27 @@ static void gemm(work base) {
   pthread_t tid[16];
   if (threads > 16) threads = 16;
   int split_batch = base.batch >= threads;
+  // Without enough matrices, split the larger of op(A) and op(B): each worker packs the whole of the
+  // other operand, so splitting rows when m > n (activations x weights) packs the big one once.
+  int split_rows = !split_batch && base.m > base.n;
   for (int t = 0; t < threads; t++) {
     w[t] = base;
+    w[t].b_begin = 0;
+    w[t].b_end = base.batch;
+    w[t].i_begin = 0;
+    w[t].i_end = base.m;
+    w[t].j_begin = 0;
+    w[t].j_end = base.n;
     if (split_batch) {
       w[t].b_begin = (int)((long)base.batch * t / threads);
       w[t].b_end = (int)((long)base.batch * (t + 1) / threads);
-      w[t].j_begin = 0;
-      w[t].j_end = base.n;
+    } else if (split_rows) {
+      int panels = (base.m + MR - 1) / MR;
+      w[t].i_begin = (int)((long)panels * t / threads) * MR;
+      w[t].i_end = (int)((long)panels * (t + 1) / threads) * MR;
+      if (w[t].i_end > base.m) w[t].i_end = base.m;
     } else {
       int panels = (base.n + NR - 1) / NR;
-      w[t].b_begin = 0;
-      w[t].b_end = base.batch;
       w[t].j_begin = (int)((long)panels * t / threads) * NR;
       w[t].j_end = (int)((long)panels * (t + 1) / threads) * NR;
       if (w[t].j_end > base.n) w[t].j_end = base.n;
@@ -187,13 +239,13 @@ static int f32_view(napi_env env, napi_value v, float **data, size_t *length) {
   return type == napi_float32_array;
 }
 
-// gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB)
+// gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB[, bias])
 static napi_value js_gemm(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
+  size_t argc = 12;
+  napi_value argv[12];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 11) {
-    napi_throw_type_error(env, NULL, "gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB): expected 11 arguments");
+  if (argc != 11 && argc != 12) {
+    napi_throw_type_error(env, NULL, "gemm(a, b, c, batch, batchA, batchB, m, n, k, transA, transB[, bias]): expected 11 or 12 arguments");
     return NULL;
   }
   float *a, *b, *c;
@@ -220,7 +272,23 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "gemm: shapes do not fit the arrays (need a >= batchA*m*k, b >= batchB*k*n, c >= batch*m*n)");
     return NULL;
   }
-  work w = {a, b, c, batch, batch_a == 1 ? 0 : m * k, batch_b == 1 ? 0 : k * n, m, n, k, ta, tb, 0, batch, 0, n};
+  float *bias = NULL;
+  if (argc == 12) {
+    napi_valuetype t;
+    CHECK(napi_typeof(env, argv[11], &t));
+    if (t != napi_null && t != napi_undefined) {
+      size_t lbias;
+      if (!f32_view(env, argv[11], &bias, &lbias)) {
+        napi_throw_type_error(env, NULL, "gemm: argument 'bias' must be a Float32Array");
+        return NULL;
+      }
+      if (lbias < (size_t)n) {
+        napi_throw_range_error(env, NULL, "gemm: bias is shorter than n");
+        return NULL;
+      }
+    }
+  }
+  work w = {a, b, c, batch, batch_a == 1 ? 0 : m * k, batch_b == 1 ? 0 : k * n, m, n, k, ta, tb, bias, 0, batch, 0, m, 0, n};
   gemm(w);
   return NULL;
 }

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { tf } from '../tf.js';
-import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeColSum, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
+import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeColSum, nativeTranspose, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
 
 const util = tf.util;
 
@@ -29,11 +29,26 @@ export function nativeGemm(): { binding?: NativeGemm; reason?: string } {
  * - `UnsortedSegmentSum` is missing from tfjs-backend-wasm, and the gradient of `gather` (every
  *   embedding lookup) needs it: without it, training with trainable embeddings fails on wasm.
  * - `BatchMatMul` with `transposeA`/`transposeB` runs 10-45x slower in wasm's XNNPACK path than
- *   without, and every backward pass of a linear layer uses it. Transposing explicitly first and
- *   calling the untransposed kernel is much faster (see `npm run bench`); batched products go
- *   matrix by matrix through the fast single-matrix path.
+ *   without, and every backward pass of a linear layer uses it. With `@topiary/native` it goes
+ *   through the native GEMM on the wasm heap; without, transposing explicitly first and calling the
+ *   untransposed kernel is much faster (see `npm run bench`), and batched products go matrix by
+ *   matrix through the fast single-matrix path.
  * - Row `GatherV2` (embedding lookups) and `Sum` over leading axes (bias gradients) are much faster
- *   as plain loops.
+ *   as plain loops (`Sum` as the native column sum with the addon).
+ * - `Identity` (the tape saves every tensor a gradient needs through it) and a `Cast` to the same
+ *   dtype copy their input on wasm; they share the data instead, as wasm's `Reshape` and the cpu
+ *   backend do (tensors are immutable). In a bert-mini training step this removed ~530 copies.
+ * - With the native addon (`native-kernels.ts`, `csrc/fused.c`): `Add`, `Sub`, `Multiply` and
+ *   `RealDiv` on float32 with the same shape, a suffix broadcast (bias row, scalar) or a per-row
+ *   broadcast on either side, multi-threaded; other layouts stay with wasm. `Transpose` with perm
+ *   [0, 2, 1, 3] (attention's head split and merge) as row copies. And Topiary's fused
+ *   kernels, which `fused.ts` calls through `tf.customGrad` from the model and the optimizer:
+ *   `TopiaryLinear` (GEMM with the bias added in its store), `TopiaryGelu`/`TopiaryGeluGrad`, `TopiaryLayerNorm`/`TopiaryLayerNormGrad` (optionally of a residual sum), `TopiarySoftmax`/
+ *   `TopiarySoftmaxGrad` (attention: scale, additive padding mask, softmax), `TopiaryDropout` (the
+ *   mask of `tf.dropout` with the same seed), `TopiarySumSquares` (gradient clipping's norm) and
+ *   `TopiaryAdamW` (one pass per parameter). Without
+ *   them (`TOPIARY_NATIVE=0`, `TOPIARY_FUSED=0`, an unbuilt addon, other backends) the model runs
+ *   the same functions as tfjs ops.
  */
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -227,14 +242,16 @@ export function accelerateWasm(
   }
   const names = ['UnsortedSegmentSum'];
   const replacements: Partial<Record<string, (original: KernelFunc) => KernelFunc>> = {
-    BatchMatMul: (original) => wrapBatchMatMul(original, tf.getKernel('Transpose', 'wasm')!.kernelFunc, gemm),
+    // wasm's own Transpose (not a replacement registered by an earlier call).
+    BatchMatMul: (original) => wrapBatchMatMul(original, replaced.get('Transpose')?.original ?? tf.getKernel('Transpose', 'wasm')!.kernelFunc, gemm),
     GatherV2: (original) => wrapGather(original),
     Sum: (original) => wrapSum(original, native),
     Identity: (original) => sharingIdentity(original),
     Cast: (original) => sharingCast(original),
   };
   if (native) for (const name of BINARY_KERNELS) replacements[name] = (original) => nativeBinary(name, native, original);
-  for (const name of ['BatchMatMul', 'GatherV2', 'Sum', 'Identity', 'Cast', ...BINARY_KERNELS]) {
+  if (native) replacements['Transpose'] = (original) => nativeTranspose(native, original);
+  for (const name of ['BatchMatMul', 'GatherV2', 'Sum', 'Identity', 'Cast', ...BINARY_KERNELS, 'Transpose']) {
     const current = tf.getKernel(name, 'wasm');
     if (!current) continue;
     // Always rebuild from the original kernel, so switching modes (benchmarks) takes effect.
@@ -245,7 +262,7 @@ export function accelerateWasm(
     const kernelFunc = fast && make ? make(original) : original;
     replaced.set(name, { original, kernelFunc });
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc });
-    if (fast && make) names.push(name === 'BatchMatMul' && gemm ? `BatchMatMul (native GEMM, ${gemm.threads} threads)` : native && [...BINARY_KERNELS, 'Sum'].includes(name) ? `${name} (native)` : name);
+    if (fast && make) names.push(name === 'BatchMatMul' && gemm ? `BatchMatMul (native GEMM, ${gemm.threads} threads)` : native && [...BINARY_KERNELS, 'Sum', 'Transpose'].includes(name) ? `${name} (native)` : name);
   }
   // Topiary's own fused kernels exist only with the native addon; unregistered, fused.ts falls back to tfjs ops.
   const kernels: Partial<Record<string, KernelFunc>> = native && fast ? fusedKernels(native) : {};
@@ -261,7 +278,7 @@ export function accelerateWasm(
 }
 
 /** The fused kernels `native-kernels.ts` provides (registered only with the native addon). */
-export const FUSED_KERNEL_NAMES = ['TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiaryAdamW'];
+export const FUSED_KERNEL_NAMES = ['TopiaryLinear', 'TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiarySumSquares', 'TopiaryAdamW'];
 
 /** Kernels replaced on wasm: the original (to restore) and the replacement. */
 const replaced = new Map<string, { original: KernelFunc; kernelFunc: KernelFunc }>();

@@ -4,9 +4,9 @@ import { useBackend } from './backend.js';
 import { accelerateWasm, FUSED_KERNEL_NAMES, nativeGemm } from './accelerate.js';
 import { hasFused } from './native-kernels.js';
 import { fusedGelu } from './fused.js';
-import { dropout, gelu, layerNorm, scaledMaskedSoftmax } from '../model/ops.js';
+import { addLayerNorm, dropout, gelu, layerNorm, linear, scaledMaskedSoftmax } from '../model/ops.js';
 import { aleaState } from './native-kernels.js';
-import { AdamW } from '../engine/optimizer.js';
+import { AdamW, clipByGlobalNorm } from '../engine/optimizer.js';
 
 /** Runs `f` on the cpu backend (tfjs's reference kernels; no fused kernels there) and returns its values. */
 async function onCpu(f: () => tf.Tensor[]): Promise<Float32Array[]> {
@@ -67,6 +67,19 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     expect(tf.getKernel('TopiaryGelu', 'wasm')).toBeDefined();
   });
 
+  it('linear with the bias in the GEMM: values and gradients of x, w and b', async () => {
+    for (const [rows, k, n] of [[37, 70, 45], [130, 300, 33], [5, 1, 3]]) {
+      await compare(() => {
+        const x = rand([rows, k], 80);
+        const w = rand([k, n], 81);
+        const b = rand([n], 82);
+        const m = rand([rows, n], 83);
+        const grads = tf.grads(((a: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(linear(a, ww, bb), m))) as (...t: tf.Tensor[]) => tf.Tensor)([x, w, b]);
+        return [linear(x.reshape([1, rows, k]), w, b), ...grads];
+      }, 1e-5, 1e-5);
+    }
+  });
+
   it('GELU: values and gradient', async () => {
     // Wide range, including the tails where erf saturates.
     await compare(() => {
@@ -101,6 +114,23 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
         const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(a, g, b, 1e-12), w));
         const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([x, gamma, beta]);
         return [layerNorm(x, gamma, beta, 1e-12), ...grads];
+      }, 2e-5, 2e-5);
+    }
+  });
+
+  it('residual add + LayerNorm: values and gradients of both addends, gamma and beta', async () => {
+    for (const shape of [[2, 5, 256], [3, 17]]) {
+      await compare(() => {
+        const c = shape[shape.length - 1]!;
+        const x = rand(shape, 24, -3, 3);
+        const r = rand(shape, 25, -2, 2);
+        const gamma = rand([c], 26, 0.5, 1.5);
+        const beta = rand([c], 27);
+        const w = rand(shape, 28);
+        // x also feeds the loss directly, as the residual stream does, so its gradients accumulate.
+        const f = (a: tf.Tensor, b: tf.Tensor, g: tf.Tensor, be: tf.Tensor) => tf.add(tf.sum(tf.mul(addLayerNorm(a, b, g, be, 1e-12), w)), tf.sum(tf.mul(a, b)));
+        const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([x, r, gamma, beta]);
+        return [addLayerNorm(x, r, gamma, beta, 1e-12), ...grads];
       }, 2e-5, 2e-5);
     }
   });
@@ -159,6 +189,23 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     }
   });
 
+  it('clips by the global norm as the tfjs formulation (sum of squares in one pass)', async () => {
+    const run = () => {
+      const vars = [tf.tidy(() => tf.variable(rand([300, 70], 91))), tf.tidy(() => tf.variable(rand([7], 92)))];
+      const grads = new Map<tf.Variable, tf.Tensor>(vars.map((v, i) => [v, rand(v.shape, 93 + i, -3, 3)]));
+      const { grads: clipped, norm } = clipByGlobalNorm(grads, 1);
+      const out = [tf.scalar(norm), ...[...clipped.values()].map((g) => g.clone())];
+      [...grads.values(), ...clipped.values(), ...vars].forEach((t) => t.dispose());
+      return out;
+    };
+    const want = await onCpu(run);
+    const before = tf.memory().numTensors;
+    const got = run();
+    got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, 1e-6, 1e-5));
+    got.forEach((t) => t.dispose());
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   it('AdamW: two steps with decay, without, and ascent, as the tfjs formulation', async () => {
     const run = () => {
       const p1 = tf.tidy(() => tf.variable(rand([300, 7], 13)));
@@ -208,6 +255,12 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     const ints = tf.tidy(() => tf.add(tf.tensor1d([1, 2, 3], 'int32'), tf.scalar(4, 'int32')));
     expect(Array.from(ints.dataSync())).toEqual([5, 6, 7]);
     ints.dispose();
+  });
+
+  it('Transpose [0, 2, 1, 3] natively, other perms through wasm', async () => {
+    for (const [shape, perm] of [[[3, 5, 4, 7], [0, 2, 1, 3]], [[32, 64, 4, 64], [0, 2, 1, 3]], [[3, 5, 4, 7], [0, 1, 3, 2]], [[3, 5, 4], [1, 0, 2]]] as const) {
+      await compare(() => [tf.transpose(rand([...shape], 90), [...perm])], 0, 0);
+    }
   });
 
   it('Identity and same-dtype Cast share data; the copy outlives the original', () => {

@@ -23,29 +23,61 @@ const geluOp = tf.customGrad(((x: Tensor, save: tf.GradSaveFunc) => {
   };
 }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor | Tensor[] });
 
+/**
+ * A linear layer `x w + b` (x `[rows, in]`, w `[in, out]`, b `[out]`) with the bias added in the
+ * GEMM's store instead of another pass; the backward pass is two products and a column sum.
+ */
+export function fusedLinear(x: Tensor, w: Tensor, b: Tensor): Tensor | undefined {
+  if (x.rank !== 2 || w.rank !== 2 || b.rank !== 1 || x.shape[1] !== w.shape[0] || b.shape[0] !== w.shape[1]) return undefined;
+  if ([x, w, b].some((t) => t.dtype !== 'float32') || !available('TopiaryLinear')) return undefined;
+  const op = tf.customGrad(((xx: Tensor, ww: Tensor, bb: Tensor, save: tf.GradSaveFunc) => {
+    save([xx, ww]);
+    return {
+      value: run('TopiaryLinear', { x: xx, w: ww, b: bb }) as Tensor,
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const g = dy as tf.Tensor2D;
+        return [tf.matMul(g, sw, false, true), tf.matMul(sx, g, true, false), tf.sum(g, 0)];
+      },
+    };
+  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] });
+  return op(x, w, b);
+}
+
 /** Exact GELU, x Phi(x), in one kernel each way. */
 export function fusedGelu(x: Tensor): Tensor | undefined {
   if (x.dtype !== 'float32' || !available('TopiaryGelu', 'TopiaryGeluGrad')) return undefined;
   return geluOp(x);
 }
 
-/** LayerNorm over the last axis, `(x - mean) / sqrt(var + eps) * gamma + beta`, in one kernel each way. */
-export function fusedLayerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor | undefined {
+/**
+ * LayerNorm over the last axis, `(x - mean) / sqrt(var + eps) * gamma + beta`, in one kernel each
+ * way; with `res`, of `x + res` (a residual add folded in: the sum is never stored).
+ */
+export function fusedLayerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, res?: Tensor): Tensor | undefined {
   const c = x.shape[x.shape.length - 1];
   if (x.dtype !== 'float32' || gamma.dtype !== 'float32' || beta.dtype !== 'float32' || !c || gamma.size !== c || beta.size !== c) return undefined;
+  if (res && (res.dtype !== 'float32' || !tf.util.arraysEqual(res.shape, x.shape))) return undefined;
   if (!available('TopiaryLayerNorm', 'TopiaryLayerNormGrad')) return undefined;
-  const op = tf.customGrad(((xx: Tensor, g: Tensor, b: Tensor, save: tf.GradSaveFunc) => {
-    const [y, mean, rstd] = run('TopiaryLayerNorm', { x: xx, gamma: g, beta: b }, { eps }) as Tensor[];
-    save([xx, g, mean!, rstd!]);
+  type Fn = (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] };
+  const forward = (xx: Tensor, rr: Tensor | undefined, g: Tensor, b: Tensor, save: tf.GradSaveFunc) => {
+    const [y, mean, rstd] = run('TopiaryLayerNorm', { x: xx, ...(rr ? { res: rr } : {}), gamma: g, beta: b }, { eps }) as Tensor[];
+    save([xx, g, mean!, rstd!, ...(rr ? [rr] : [])]);
     return {
       value: y!,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sx, sg, sm, sr] = saved as [Tensor, Tensor, Tensor, Tensor];
-        const [dx, dgamma, dbeta] = run('TopiaryLayerNormGrad', { dy, x: sx, gamma: sg, mean: sm, rstd: sr }) as Tensor[];
-        return [dx!, dgamma!.reshape(g.shape), dbeta!.reshape(b.shape)];
+        const [sx, sg, sm, sr, sres] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+        const [dx, dgamma, dbeta] = run('TopiaryLayerNormGrad', { dy, x: sx, ...(sres ? { res: sres } : {}), gamma: sg, mean: sm, rstd: sr }) as Tensor[];
+        // Both addends get the same gradient; a second tensor (sharing the data) so the tape can dispose each.
+        return [dx!, ...(sres ? [tf.clone(dx!)] : []), dgamma!.reshape(g.shape), dbeta!.reshape(b.shape)];
       },
     };
-  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] });
+  };
+  if (res) {
+    const op = tf.customGrad(((xx: Tensor, rr: Tensor, g: Tensor, b: Tensor, save: tf.GradSaveFunc) => forward(xx, rr, g, b, save)) as unknown as Fn);
+    return op(x, res, gamma, beta);
+  }
+  const op = tf.customGrad(((xx: Tensor, g: Tensor, b: Tensor, save: tf.GradSaveFunc) => forward(xx, undefined, g, b, save)) as unknown as Fn);
   return op(x, gamma, beta);
 }
 
@@ -90,6 +122,12 @@ export function fusedDropout(x: Tensor, rate: number, seed: number | string): Te
     return { value: y!, gradFunc: (dy: Tensor, saved: Tensor[]) => tf.mul(dy, saved[0]!) };
   }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor });
   return op(x);
+}
+
+/** `sum(square(x))` over every element in one pass (double accumulation), as a scalar; no gradient. */
+export function fusedSumSquares(x: Tensor): Tensor | undefined {
+  if (x.dtype !== 'float32' || !available('TopiarySumSquares')) return undefined;
+  return run('TopiarySumSquares', { x }) as Tensor;
 }
 
 export interface AdamWStep {

@@ -7,22 +7,25 @@ import { tf } from '../tf.js';
  * are registered and replaces with the equivalent tfjs ops when they are not.
  */
 export interface NativeFused {
+  gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean, bias?: Float32Array | null): void;
   gelu(x: Float32Array, y: Float32Array): void;
   geluGrad(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
-  layerNorm(x: Float32Array, gamma: Float32Array, beta: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
-  layerNormGrad(dy: Float32Array, x: Float32Array, gamma: Float32Array, mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, rows: number, cols: number): void;
+  layerNorm(x: Float32Array, res: Float32Array | null, gamma: Float32Array, beta: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  layerNormGrad(dy: Float32Array, x: Float32Array, res: Float32Array | null, gamma: Float32Array, mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, rows: number, cols: number): void;
   softmax(s: Float32Array, mask: Float32Array | null, y: Float32Array, rows: number, cols: number, rowsPerMask: number, scale: number): void;
   softmaxGrad(y: Float32Array, dy: Float32Array, ds: Float32Array, rows: number, cols: number, scale: number): void;
   adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, decay: number, sign: number): void;
   binary(op: number, mode: number, a: Float32Array, b: Float32Array, out: Float32Array, inner: number): void;
   colSum(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  sumSquares(x: Float32Array): number;
+  transpose0213(x: Float32Array, out: Float32Array, a: number, b: number, c: number, d: number): void;
   dropout(x: Float32Array, y: Float32Array, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
 }
 
 /** True when a loaded addon has the fused functions (an older build has only the GEMM). */
 export function hasFused(binding: unknown): binding is NativeFused {
   const b = binding as Partial<NativeFused> | undefined;
-  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.dropout === 'function';
+  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.sumSquares === 'function' && typeof b.transpose0213 === 'function' && typeof b.dropout === 'function';
 }
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -150,9 +153,32 @@ export function nativeColSum(native: NativeFused, x: Info, axes: number[], keepD
   return out;
 }
 
+/** `Transpose` with perm [0, 2, 1, 3] (attention's head split and merge) as native row copies; other perms: wasm's. */
+export function nativeTranspose(native: NativeFused, original: KernelFunc): KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: Info };
+    const { perm } = args.attrs as unknown as { perm: number[] };
+    if (x.dtype !== 'float32' || x.shape.length !== 4 || perm.join() !== '0,2,1,3' || size(x.shape) === 0) return original(args);
+    const wasm = wasmOf(args.backend);
+    const [a, b, c, d] = x.shape as [number, number, number, number];
+    const out = wasm.makeOutput([a, c, b, d], 'float32');
+    native.transpose0213(view(wasm, x), view(wasm, out), a, b, c, d);
+    return out;
+  };
+}
+
 /** Topiary's fused kernels on wasm: name -> kernel. Inputs and outputs are float32. */
 export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
   return {
+    TopiaryLinear: ({ inputs, backend }) => {
+      const { x, w, b } = inputs as { x: Info; w: Info; b: Info };
+      const wasm = wasmOf(backend);
+      const [rows, k] = x.shape as [number, number];
+      const n = w.shape[1]!;
+      const y = wasm.makeOutput([rows, n], 'float32');
+      native.gemm(view(wasm, x), view(wasm, w), view(wasm, y), 1, 1, 1, rows, n, k, false, false, view(wasm, b));
+      return y;
+    },
     TopiaryGelu: ({ inputs, backend }) => {
       const { x } = inputs as { x: Info };
       const wasm = wasmOf(backend);
@@ -168,7 +194,7 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       return dx;
     },
     TopiaryLayerNorm: ({ inputs, backend, attrs }) => {
-      const { x, gamma, beta } = inputs as { x: Info; gamma: Info; beta: Info };
+      const { x, res, gamma, beta } = inputs as { x: Info; res?: Info; gamma: Info; beta: Info };
       const { eps } = attrs as unknown as { eps: number };
       const wasm = wasmOf(backend);
       const cols = x.shape[x.shape.length - 1]!;
@@ -176,18 +202,18 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       const y = wasm.makeOutput(x.shape, 'float32');
       const mean = wasm.makeOutput([rows], 'float32');
       const rstd = wasm.makeOutput([rows], 'float32');
-      native.layerNorm(view(wasm, x), view(wasm, gamma), view(wasm, beta), view(wasm, y), view(wasm, mean), view(wasm, rstd), rows, cols, eps);
+      native.layerNorm(view(wasm, x), res ? view(wasm, res) : null, view(wasm, gamma), view(wasm, beta), view(wasm, y), view(wasm, mean), view(wasm, rstd), rows, cols, eps);
       return [y, mean, rstd];
     },
     TopiaryLayerNormGrad: ({ inputs, backend }) => {
-      const { dy, x, gamma, mean, rstd } = inputs as Record<'dy' | 'x' | 'gamma' | 'mean' | 'rstd', Info>;
+      const { dy, x, res, gamma, mean, rstd } = inputs as Record<'dy' | 'x' | 'gamma' | 'mean' | 'rstd', Info> & { res?: Info };
       const wasm = wasmOf(backend);
       const cols = x.shape[x.shape.length - 1]!;
       const rows = size(x.shape) / cols;
       const dx = wasm.makeOutput(x.shape, 'float32');
       const dgamma = wasm.makeOutput(gamma.shape, 'float32');
       const dbeta = wasm.makeOutput(gamma.shape, 'float32');
-      native.layerNormGrad(view(wasm, dy), view(wasm, x), view(wasm, gamma), view(wasm, mean), view(wasm, rstd), view(wasm, dx), view(wasm, dgamma), view(wasm, dbeta), rows, cols);
+      native.layerNormGrad(view(wasm, dy), view(wasm, x), res ? view(wasm, res) : null, view(wasm, gamma), view(wasm, mean), view(wasm, rstd), view(wasm, dx), view(wasm, dgamma), view(wasm, dbeta), rows, cols);
       return [dx, dgamma, dbeta];
     },
     TopiarySoftmax: ({ inputs, backend, attrs }) => {
@@ -219,6 +245,14 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       const st = aleaState(seed);
       native.dropout(view(wasm, x), view(wasm, y), view(wasm, mult), 1 - rate, st.s0, st.s1, st.s2, st.c);
       return [y, mult];
+    },
+    TopiarySumSquares: ({ inputs, backend }) => {
+      const { x } = inputs as { x: Info };
+      const wasm = wasmOf(backend);
+      const out = wasm.makeOutput([], 'float32');
+      const total = native.sumSquares(view(wasm, x));
+      view(wasm, out)[0] = total;
+      return out;
     },
     TopiaryAdamW: ({ inputs, backend, attrs }) => {
       const { p, g, m, v } = inputs as Record<'p' | 'g' | 'm' | 'v', Info>;

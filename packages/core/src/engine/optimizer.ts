@@ -1,5 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
-import { fusedAdamW } from '../backend/fused.js';
+import { fusedAdamW, fusedSumSquares } from '../backend/fused.js';
 
 export interface ParamGroup {
   variables: tf.Variable[];
@@ -86,7 +86,10 @@ export function linearSchedule(step: number, warmupSteps: number, totalSteps: nu
 
 /** Scales gradients so their global L2 norm is at most `maxNorm`; returns the norm before clipping. */
 export function clipByGlobalNorm(grads: Map<tf.Variable, Tensor>, maxNorm: number): { grads: Map<tf.Variable, Tensor>; norm: number } {
-  const norm = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g)))))).dataSync()[0]!;
+  // One pass per gradient when the fused kernel is registered. The scalar is disposed here: callers outside a tidy would leak it.
+  const normTensor = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => fusedSumSquares(g) ?? tf.sum(tf.square(g))))));
+  const norm = normTensor.dataSync()[0]!;
+  normTensor.dispose();
   if (!(maxNorm > 0) || norm <= maxNorm || !Number.isFinite(norm)) return { grads, norm };
   const factor = maxNorm / (norm + 1e-6);
   const out = new Map<tf.Variable, Tensor>();

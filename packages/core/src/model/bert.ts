@@ -1,6 +1,6 @@
 import { tf, type Tensor, type Tensor1D, type Tensor2D, type Tensor3D } from '../tf.js';
 import type { BertConfig } from './config.js';
-import { dropout, expectShape, gelu, layerNorm, linear, Rng, scaledMaskedSoftmax } from './ops.js';
+import { addLayerNorm, dropout, expectShape, gelu, layerNorm, linear, Rng, scaledMaskedSoftmax } from './ops.js';
 
 /**
  * A tokenized batch, padded to its longest sequence. Plain arrays (row-major `[batchSize, seqLen]`), so
@@ -192,6 +192,9 @@ export class BertModel {
       return hidden ? tf.mul(y, hidden) : y;
     };
     const scaleHidden = (x: Tensor) => (hidden ? tf.mul(x, hidden) : x);
+    // LayerNorm of a block output plus the residual (one fused kernel without a hidden mask).
+    const lnResidual = (out: Tensor, residual: Tensor, name: string) =>
+      hidden ? ln(tf.add(out, residual), name) : addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
 
     // Embeddings.
     const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
@@ -231,7 +234,7 @@ export class BertModel {
       }
       if (masks.mhaMask) attn = tf.mul(attn, tf.slice(masks.mhaMask, [l], [1]));
       attn = drop(scaleHidden(attn), c.hiddenDropoutProb);
-      x = ln(tf.add(attn, x), n.attnLn);
+      x = lnResidual(attn, x, n.attnLn);
 
       // FFN block.
       let ffn: Tensor;
@@ -248,7 +251,7 @@ export class BertModel {
       }
       if (masks.ffnMask) ffn = tf.mul(ffn, tf.slice(masks.ffnMask, [l], [1]));
       ffn = drop(scaleHidden(ffn), c.hiddenDropoutProb);
-      x = ln(tf.add(ffn, x), n.outLn);
+      x = lnResidual(ffn, x, n.outLn);
       if (outputHiddenStates) hiddenStates.push(x as Tensor3D);
     }
 

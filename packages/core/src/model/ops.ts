@@ -1,5 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
-import { fusedDropout, fusedGelu, fusedLayerNorm, fusedScaledSoftmax } from '../backend/fused.js';
+import { fusedDropout, fusedGelu, fusedLayerNorm, fusedLinear, fusedScaledSoftmax } from '../backend/fused.js';
 
 /** Shape checks that name the argument, so a wrong mask says which one. */
 export function expectShape(name: string, t: Tensor, shape: number[]): void {
@@ -8,13 +8,15 @@ export function expectShape(name: string, t: Tensor, shape: number[]): void {
   }
 }
 
-/** y = x W + b with x [..., in], W stored [in, out] (no transposes on the hot path). */
+/** y = x W + b with x [..., in], W stored [in, out] (no transposes on the hot path; the bias in the GEMM when fused). */
 export function linear(x: Tensor, w: Tensor, b: Tensor | undefined, name = 'linear'): Tensor {
   const inDim = x.shape[x.shape.length - 1]!;
   if (w.shape[0] !== inDim) throw new Error(`${name}: input has ${inDim} features, weight expects ${w.shape[0]}`);
   const lead = x.shape.slice(0, -1);
-  const y2 = tf.matMul(x.reshape([-1, inDim]), w as tf.Tensor2D);
-  const y = b ? tf.add(y2, b) : y2;
+  const x2 = x.reshape([-1, inDim]);
+  const fused = b ? fusedLinear(x2, w, b) : undefined;
+  const y2 = fused ?? tf.matMul(x2, w as tf.Tensor2D);
+  const y = b && !fused ? tf.add(y2, b) : y2;
   return y.reshape([...lead, w.shape[1]!]);
 }
 
@@ -45,6 +47,11 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, k
   const variance = tf.div(tf.sum(tf.square(centered), -1, true), n);
   const normed = tf.div(centered, tf.sqrt(tf.add(variance, eps)));
   return tf.mul(tf.add(tf.mul(normed, gamma), beta), keep);
+}
+
+/** `layerNorm(tf.add(x, res), gamma, beta, eps)` (a residual add then LayerNorm), fused when registered. */
+export function addLayerNorm(x: Tensor, res: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
+  return fusedLayerNorm(x, gamma, beta, eps, res) ?? layerNorm(tf.add(x, res), gamma, beta, eps);
 }
 
 /**
