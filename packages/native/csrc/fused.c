@@ -32,9 +32,14 @@ typedef struct {
   int tid;
 } chunk;
 
+unsigned topiary_fast_fp_begin(void); // gemm.c
+void topiary_fast_fp_end(unsigned old);
+
 static void *run_chunk(void *arg) {
   chunk *c = (chunk *)arg;
+  unsigned csr = topiary_fast_fp_begin();
   c->fn(c->ctx, c->begin, c->end, c->tid);
+  topiary_fast_fp_end(csr);
   return NULL;
 }
 

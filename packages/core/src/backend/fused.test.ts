@@ -263,6 +263,19 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     }
   });
 
+  it('flushes denormals inside kernels only: softmax tails stay fast, JavaScript keeps IEEE subnormals', () => {
+    // Scores 100 apart give probabilities at or below FLT_MIN, where x86 is slow unless denormals are
+    // flushed; the kernels flush them and restore the calling thread's FP mode when they return.
+    const scores = tf.tensor2d([[0, -100, -200, -300]]);
+    const probs = tf.tidy(() => scaledMaskedSoftmax(scores.reshape([1, 1, 1, 4]), 1, tf.zeros([1, 1, 1, 4])).dataSync() as Float32Array);
+    expect(probs[0]).toBeCloseTo(1, 6);
+    for (const p of probs.subarray(1)) expect(p).toBeLessThan(1e-37);
+    const tiny = new Float64Array([Number.MIN_VALUE, 2.2250738585072014e-308]);
+    expect(tiny[0]! * 3).toBeGreaterThan(0);
+    expect(tiny[1]! / 4).toBeGreaterThan(0);
+    scores.dispose();
+  });
+
   it('Identity and same-dtype Cast share data; the copy outlives the original', () => {
     const before = tf.memory().numTensors;
     const x = rand([3, 4], 40);
