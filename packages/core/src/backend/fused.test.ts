@@ -35,6 +35,16 @@ function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, atol = 1e-
   if (at >= 0) expect.fail(`element ${at}: got ${got[at]}, want ${want[at]} (tolerance ${atol} + ${rtol} relative)`);
 }
 
+/** Runs a stateful `run` (it creates and returns its own tensors) on cpu and on wasm: equal values, no leaks. */
+async function expectStateful(run: () => tf.Tensor[], atol: number, rtol: number): Promise<void> {
+  const want = await onCpu(run);
+  const before = tf.memory().numTensors;
+  const got = run();
+  got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, atol, rtol));
+  got.forEach((t) => t.dispose());
+  expect(tf.memory().numTensors).toBe(before);
+}
+
 /** Compares `f` (values and gradients it returns) on wasm with native kernels against cpu, and checks no tensor leaks. */
 async function compare(f: () => tf.Tensor[], atol = 1e-5, rtol = 1e-5): Promise<void> {
   const want = await onCpu(() => tf.tidy(f));
@@ -198,12 +208,7 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
       [...grads.values(), ...clipped.values(), ...vars].forEach((t) => t.dispose());
       return out;
     };
-    const want = await onCpu(run);
-    const before = tf.memory().numTensors;
-    const got = run();
-    got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, 1e-6, 1e-5));
-    got.forEach((t) => t.dispose());
-    expect(tf.memory().numTensors).toBe(before);
+    await expectStateful(run, 1e-6, 1e-5);
   });
 
   it('AdamW: two steps with decay, without, and ascent, as the tfjs formulation', async () => {
@@ -224,12 +229,7 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
       opt.dispose();
       return [p1, p2, p3];
     };
-    const want = await onCpu(run);
-    const before = tf.memory().numTensors;
-    const got = run();
-    got.forEach((t, i) => expectClose(t.dataSync() as Float32Array, want[i]!, 1e-6, 1e-5));
-    got.forEach((t) => t.dispose());
-    expect(tf.memory().numTensors).toBe(before);
+    await expectStateful(run, 1e-6, 1e-5);
   });
 
   it('Add/Sub/Multiply/RealDiv: same shape, suffix, scalar and per-row broadcasts on either side, other layouts', async () => {
