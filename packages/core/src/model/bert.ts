@@ -193,8 +193,13 @@ export class BertModel {
     };
     const scaleHidden = (x: Tensor) => (hidden ? tf.mul(x, hidden) : x);
     // LayerNorm of a block output plus the residual (one fused kernel without a hidden mask).
-    const lnResidual = (out: Tensor, residual: Tensor, name: string) =>
-      hidden ? ln(tf.add(out, residual), name) : addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
+    const lnResidual = (out: Tensor, residual: Tensor, name: string) => {
+      if (hidden) return ln(tf.add(out, residual), name);
+      // A block with no units left (`biasOnly`, [1, 1, H]): added as a bias row, the layout the native
+      // Add takes (the [1, 1, H] + [B, T, H] broadcast is wasm's slow path), then LayerNorm.
+      if (out.size === H && residual.size !== H) return layerNorm(tf.add(residual, out.reshape([H])), p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
+      return addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
+    };
 
     // Embeddings.
     const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
@@ -258,7 +263,7 @@ export class BertModel {
     const out: ForwardOutput = { sequenceOutput: x as Tensor3D };
     if (outputHiddenStates) out.hiddenStates = hiddenStates;
     if (this.hasPooler) {
-      const cls = tf.slice(x, [0, 0, 0], [B, 1, H]).reshape([B, H]);
+      const cls = clsOf(x as Tensor3D);
       out.pooled = tf.tanh(linear(cls, w(`${P}pooler.dense`), p(`${P}pooler.dense.bias`), 'pooler')) as Tensor2D;
       if (this.hasClassifier) {
         const rate = c.classifierDropout ?? c.hiddenDropoutProb;
@@ -292,8 +297,9 @@ let variableSerial = 0;
 
 /** A [CLS] vector per example: `[batch, hidden]` from a `[batch, seq, hidden]` output. */
 export function clsOf(x: Tensor3D): Tensor2D {
-  const [B, , H] = x.shape;
-  return tf.slice(x, [0, 0, 0], [B, 1, H]).reshape([B, H]);
+  const [B, T, H] = x.shape;
+  // A row gather (Topiary's fast GatherV2 on wasm) rather than a strided slice, wasm's slow path.
+  return tf.tidy(() => tf.gather(x.reshape([B * T, H]), tf.range(0, B * T, T, 'int32')) as Tensor2D);
 }
 
 export type { Tensor1D };
