@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { tf } from '../tf.js';
-import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeColSum, nativeTranspose, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
+import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeTranspose, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
 
 const util = tf.util;
 
@@ -171,7 +171,8 @@ function wrapBatchMatMul(original: KernelFunc, transpose: KernelFunc, gemm?: Nat
 
 /**
  * `sum` over leading axes (bias gradients: `[tokens, width]` summed over tokens) as a row-by-row
- * accumulation; wasm transposes first and is several times slower. Other reductions go to wasm.
+ * accumulation (the native column sum with the addon); wasm transposes first and is several times
+ * slower. Other reductions go to wasm.
  */
 function wrapSum(original: KernelFunc, native?: NativeFused): KernelFunc {
   return (args) => {
@@ -179,8 +180,6 @@ function wrapSum(original: KernelFunc, native?: NativeFused): KernelFunc {
     const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
     const rank = x.shape.length;
     const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((p, q) => p - q);
-    const viaNative = native && nativeColSum(native, x, axes, keepDims, args.backend);
-    if (viaNative) return viaNative;
     const prefix = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
     if (!prefix || x.dtype !== 'float32') return original(args);
     const wasm = args.backend as unknown as WasmBackend;
@@ -188,7 +187,12 @@ function wrapSum(original: KernelFunc, native?: NativeFused): KernelFunc {
     const cols = rest.reduce((p, q) => p * q, 1);
     const rows = x.shape.slice(0, axes.length).reduce((p, q) => p * q, 1);
     const out = wasm.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, 'float32');
+    // Heap views only after the last allocation: growing the heap detaches older ones.
     const src = wasm.typedArrayFromHeap(x) as Float32Array;
+    if (native) {
+      native.colSum(src, wasm.typedArrayFromHeap(out) as Float32Array, rows, cols);
+      return out;
+    }
     const acc = new Float64Array(cols);
     for (let r = 0; r < rows; r++) {
       const o = r * cols;

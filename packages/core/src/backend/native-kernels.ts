@@ -142,17 +142,6 @@ export function aleaState(seed: string): { s0: number; s1: number; s2: number; c
   return { s0, s1, s2, c: 1 };
 }
 
-/** `sum` over leading axes through the native column sum; undefined for other reductions. */
-export function nativeColSum(native: NativeFused, x: Info, axes: number[], keepDims: boolean, backend: unknown): Info | undefined {
-  const rank = x.shape.length;
-  if (x.dtype !== 'float32' || axes.length === 0 || axes.length >= rank || !axes.every((a, i) => a === i)) return undefined;
-  const wasm = wasmOf(backend);
-  const rest = x.shape.slice(axes.length);
-  const out = wasm.makeOutput(keepDims ? [...axes.map(() => 1), ...rest] : rest, 'float32');
-  native.colSum(view(wasm, x), view(wasm, out), size(x.shape.slice(0, axes.length)), size(rest));
-  return out;
-}
-
 /** `Transpose` with perm [0, 2, 1, 3] (attention's head split and merge) as native row copies; other perms: wasm's. */
 export function nativeTranspose(native: NativeFused, original: KernelFunc): KernelFunc {
   return (args) => {

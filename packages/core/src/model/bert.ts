@@ -193,13 +193,10 @@ export class BertModel {
     };
     const scaleHidden = (x: Tensor) => (hidden ? tf.mul(x, hidden) : x);
     // LayerNorm of a block output plus the residual (one fused kernel without a hidden mask).
-    const lnResidual = (out: Tensor, residual: Tensor, name: string) => {
-      if (hidden) return ln(tf.add(out, residual), name);
-      // A block with no units left (`biasOnly`, [1, 1, H]): added as a bias row, the layout the native
-      // Add takes (the [1, 1, H] + [B, T, H] broadcast is wasm's slow path), then LayerNorm.
-      if (out.size === H && residual.size !== H) return layerNorm(tf.add(residual, out.reshape([H])), p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
-      return addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
-    };
+    // A bias-only block ([1, 1, H]) takes addLayerNorm's unfused path: a broadcast add (the native Add
+    // handles that layout), then LayerNorm.
+    const lnResidual = (out: Tensor, residual: Tensor, name: string) =>
+      hidden ? ln(tf.add(out, residual), name) : addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
 
     // Embeddings.
     const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
