@@ -15,47 +15,36 @@
 //               (seedrandom's Alea, same doubles in the same order), so masks equal tf.dropout's
 #include <math.h>
 #include <node_api.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int topiary_threads(void); // gemm.c
+#include "pool.h"
 
 typedef void (*chunk_fn)(void *ctx, long begin, long end, int tid);
 
 typedef struct {
   chunk_fn fn;
   void *ctx;
-  long begin, end;
-  int tid;
-} chunk;
+  long n;
+} split;
 
-unsigned topiary_fast_fp_begin(void); // gemm.c
-void topiary_fast_fp_end(unsigned old);
-
-static void *run_chunk(void *arg) {
-  chunk *c = (chunk *)arg;
-  unsigned csr = topiary_fast_fp_begin();
-  c->fn(c->ctx, c->begin, c->end, c->tid);
-  topiary_fast_fp_end(csr);
-  return NULL;
+static void run_chunk(void *arg, int tid, int threads, void *scratch) {
+  (void)scratch;
+  split *sp = arg;
+  sp->fn(sp->ctx, sp->n * tid / threads, sp->n * (tid + 1) / threads, tid);
 }
 
-// Splits [0, n) into at most topiary_threads() contiguous chunks of at least min_chunk items.
-// Returns the number of threads used (per-thread partial results are indexed by tid).
+// Splits [0, n) into at most topiary_threads() contiguous chunks of at least min_chunk items, run by
+// the worker pool. Returns the number of threads used (per-thread partial results are indexed by tid).
 static int parallel(long n, long min_chunk, chunk_fn fn, void *ctx) {
   int threads = topiary_threads();
   long by_size = min_chunk > 0 ? n / min_chunk : n;
   if (by_size < threads) threads = by_size < 1 ? 1 : (int)by_size;
   if (threads > 16) threads = 16;
-  chunk c[16];
-  pthread_t tid[16];
-  for (int t = 0; t < threads; t++) c[t] = (chunk){fn, ctx, n * t / threads, n * (t + 1) / threads, t};
-  for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, run_chunk, &c[t]);
-  run_chunk(&c[0]);
-  for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+  split sp = {fn, ctx, n};
+  topiary_pool_run(threads, run_chunk, &sp);
   return threads;
 }
 
@@ -89,6 +78,75 @@ static inline float erf_f(float x) {
   float t = 1.0f / (1.0f + p * v);
   float y = 1.0f - (((((a5 * t + a4) * t) + a3) * t + a2) * t + a1) * t * exp_f(-v * v);
   return x < 0.f ? -y : y;
+}
+
+// ---- Row reductions ------------------------------------------------------------------------------
+// GCC keeps a float sum in source order unless told it may reassociate (-ffast-math), which makes a
+// reduction one serial add chain: 4 cycles an element, most of a LayerNorm's time. These keep 16
+// independent partial sums in a vector instead (rounding differs from tfjs's order by a few ulp).
+
+typedef float lanes __attribute__((vector_size(64)));
+typedef int32_t lane_mask __attribute__((vector_size(64)));
+#define LANES 16
+
+static inline lanes load_lanes(const float *p) {
+  lanes v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline float sum_lanes(lanes v) {
+  float s = 0.f;
+  for (int i = 0; i < LANES; i++) s += v[i];
+  return s;
+}
+
+static inline float row_sum(const float *x, long n) {
+  lanes acc = {0};
+  long j = 0;
+  for (; j + LANES <= n; j += LANES) acc += load_lanes(x + j);
+  float s = sum_lanes(acc);
+  for (; j < n; j++) s += x[j];
+  return s;
+}
+
+// sum (x - mean)^2
+static inline float row_sq_dev(const float *x, float mean, long n) {
+  lanes acc = {0};
+  long j = 0;
+  for (; j + LANES <= n; j += LANES) {
+    lanes d = load_lanes(x + j) - mean;
+    acc += d * d;
+  }
+  float s = sum_lanes(acc);
+  for (; j < n; j++) s += (x[j] - mean) * (x[j] - mean);
+  return s;
+}
+
+static inline float row_dot(const float *a, const float *b, long n) {
+  lanes acc = {0};
+  long j = 0;
+  for (; j + LANES <= n; j += LANES) acc += load_lanes(a + j) * load_lanes(b + j);
+  float s = sum_lanes(acc);
+  for (; j < n; j++) s += a[j] * b[j];
+  return s;
+}
+
+static inline float row_max(const float *x, long n) {
+  lanes acc;
+  long j = 0;
+  float m = -INFINITY;
+  if (n >= LANES) {
+    acc = load_lanes(x);
+    for (j = LANES; j + LANES <= n; j += LANES) {
+      lanes v = load_lanes(x + j);
+      lane_mask gt = v > acc; // C has no vector ?: (GCC allows it in C++ only)
+      acc = (lanes)(((lane_mask)v & gt) | ((lane_mask)acc & ~gt));
+    }
+    for (int i = 0; i < LANES; i++) m = acc[i] > m ? acc[i] : m;
+  }
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
 }
 
 // ---- GELU ----------------------------------------------------------------------------------------
@@ -144,14 +202,8 @@ static void ln_fwd_chunk(void *arg, long b, long e, int tid) {
       for (long j = 0; j < n; j++) y[j] = x[j] + res[j];
       x = y; // normalized in place below (each element read before it is written)
     }
-    float s = 0.f;
-    for (long j = 0; j < n; j++) s += x[j];
-    float mean = s / (float)n;
-    float q = 0.f;
-    for (long j = 0; j < n; j++) {
-      float d = x[j] - mean;
-      q += d * d;
-    }
+    float mean = row_sum(x, n) / (float)n;
+    float q = row_sq_dev(x, mean, n);
     float rstd = 1.0f / sqrtf(q / (float)n + c->eps);
     for (long j = 0; j < n; j++) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
     c->mean_out[r] = mean;
@@ -178,12 +230,22 @@ static void ln_bwd_chunk(void *arg, long b, long e, int tid) {
     const float *restrict dy = c->dy + r * n;
     float *restrict dx = c->y + r * n;
     const float mean = c->mean[r], rstd = c->rstd[r];
-    float sg = 0.f, sgx = 0.f;
-    for (long j = 0; j < n; j++) {
-      float xhat = (x[j] - mean) * rstd;
-      float g = dy[j] * gamma[j];
+    lanes ag = {0}, agx = {0};
+    long j = 0;
+    for (; j + LANES <= n; j += LANES) {
+      lanes xhat = (load_lanes(x + j) - mean) * rstd, d = load_lanes(dy + j);
+      lanes g = d * load_lanes(gamma + j);
+      ag += g;
+      agx += g * xhat;
+    }
+    float sg = sum_lanes(ag), sgx = sum_lanes(agx);
+    for (; j < n; j++) {
+      float xhat = (x[j] - mean) * rstd, g = dy[j] * gamma[j];
       sg += g;
       sgx += g * xhat;
+    }
+    for (j = 0; j < n; j++) {
+      float xhat = (x[j] - mean) * rstd;
       dgamma[j] += dy[j] * xhat;
       dbeta[j] += dy[j];
     }
@@ -214,19 +276,13 @@ static void sm_fwd_chunk(void *arg, long b, long e, int tid) {
     const float *restrict s = c->s + r * n;
     const float *restrict mask = c->mask ? c->mask + (r / c->rows_per_mask) * n : NULL;
     float *restrict y = c->out + r * n;
-    float mx = -INFINITY;
-    for (long j = 0; j < n; j++) {
-      float v = s[j] * c->scale + (mask ? mask[j] : 0.f);
-      y[j] = v;
-      mx = v > mx ? v : mx;
-    }
-    float sum = 0.f;
-    for (long j = 0; j < n; j++) {
-      float ex = exp_f(y[j] - mx);
-      y[j] = ex;
-      sum += ex;
-    }
-    float inv = 1.0f / sum;
+    if (mask)
+      for (long j = 0; j < n; j++) y[j] = s[j] * c->scale + mask[j];
+    else
+      for (long j = 0; j < n; j++) y[j] = s[j] * c->scale;
+    float mx = row_max(y, n);
+    for (long j = 0; j < n; j++) y[j] = exp_f(y[j] - mx);
+    float inv = 1.0f / row_sum(y, n);
     for (long j = 0; j < n; j++) y[j] *= inv;
   }
 }
@@ -240,8 +296,7 @@ static void sm_bwd_chunk(void *arg, long b, long e, int tid) {
     const float *restrict y = c->y + r * n;
     const float *restrict dy = c->dy + r * n;
     float *restrict ds = c->out + r * n;
-    float dot = 0.f;
-    for (long j = 0; j < n; j++) dot += dy[j] * y[j];
+    float dot = row_dot(dy, y, n);
     for (long j = 0; j < n; j++) ds[j] = c->scale * (y[j] * (dy[j] - dot));
   }
 }
@@ -393,16 +448,43 @@ static void perm_chunk(void *arg, long begin, long end, int tid) {
 
 // ---- Dropout with tfjs's Alea stream -------------------------------------------------------------
 
-// One Alea step exactly as seedrandom's JavaScript computes it: every product and sum rounded to
-// double on its own (no fused multiply-add, which -ffp-contract=fast would otherwise emit).
-static inline double alea_next(double *s0, double *s1, double *s2, double *c) {
-  volatile double prod = 2091639.0 * *s0;
-  double t = prod + *c * 2.3283064365386963e-10;
-  *s0 = *s1;
-  *s1 = *s2;
-  *c = (double)(int32_t)t;
-  *s2 = t - *c;
-  return *s2;
+// seedrandom's Alea computes t = 2091639 s0 + c 2^-32, c = floor(t), s = t - c in doubles, with every
+// s a multiple of 2^-32 and t < 2^53: exactly a lag-3 multiply-with-carry generator on 32-bit
+// integers, x = (a x[-3] + c) mod 2^32, c = (a x[-3] + c) / 2^32. In integers the only serial
+// dependence is the carry (an add and a shift), about 3x faster than the double recurrence.
+// Writes the raw 32-bit outputs, u = x 2^-32, to `out`.
+static void alea_fill(uint32_t *restrict out, size_t n, uint32_t x0, uint32_t x1, uint32_t x2, uint32_t c) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t t = 2091639u * (uint64_t)x0 + c;
+    c = (uint32_t)(t >> 32);
+    x0 = x1;
+    x1 = x2;
+    x2 = (uint32_t)t;
+    out[i] = x2;
+  }
+}
+
+typedef struct {
+  const float *x;
+  float *y, *mult; // mult holds the generator's raw outputs on entry
+  float keep;
+} dropout_ctx;
+
+// mult = floor(u + keep) / keep, y = x * mult. u = x 2^-32 rounded to float32 is (float)x 2^-32 (a
+// power-of-two scale commutes with rounding), so the sum is the float32 sum tfjs's Add computes.
+static void dropout_chunk(void *arg, long b, long e, int tid) {
+  (void)tid;
+  dropout_ctx *c = arg;
+  const uint32_t *bits = (const uint32_t *)c->mult; // read and overwritten in place, element by element
+  float *mult = c->mult;
+  float *restrict y = c->y;
+  const float *restrict x = c->x;
+  const float keep = c->keep;
+  for (long i = b; i < e; i++) {
+    float m = floorf((float)bits[i] * 2.3283064365386963e-10f + keep) / keep;
+    mult[i] = m;
+    y[i] = x[i] * m;
+  }
 }
 
 // ---- Node-API glue -------------------------------------------------------------------------------
@@ -652,15 +734,16 @@ static napi_value js_dropout(napi_env env, napi_callback_info info) {
   for (int i = 0; i < 5; i++)
     if (!num(env, argv[3 + i], &h[i])) return NULL;
   if (ny < nx || nm < nx) return range_error(env, "dropout: y and mult must be as long as x");
-  const float keep = (float)h[0];
-  double s0 = h[1], s1 = h[2], s2 = h[3], c = h[4];
-  for (size_t i = 0; i < nx; i++) {
-    float u = (float)alea_next(&s0, &s1, &s2, &c);
-    volatile float sum = u + keep; // float32 add, then floor, as tfjs's Add and Floor kernels
-    mult[i] = floorf(sum) / keep;
+  uint32_t state[4];
+  for (int i = 0; i < 4; i++) {
+    double v = i < 3 ? h[1 + i] * 4294967296.0 : h[4];
+    if (!(v >= 0 && v < 4294967296.0) || v != (double)(uint32_t)v)
+      return range_error(env, "dropout: s0, s1, s2 must be multiples of 2^-32 in [0, 1) and c an integer (an Alea state)");
+    state[i] = (uint32_t)v;
   }
-  bin_ctx b = {x, mult, y, 1, OP_MUL, BC_SAME};
-  parallel((long)nx, ELEMS_PER_THREAD * 2, bin_chunk, &b);
+  alea_fill((uint32_t *)mult, nx, state[0], state[1], state[2], state[3]);
+  dropout_ctx d = {x, y, mult, (float)h[0]};
+  parallel((long)nx, ELEMS_PER_THREAD * 2, dropout_chunk, &d);
   return NULL;
 }
 

@@ -4,7 +4,8 @@
 // MR x KC panels (transposes are absorbed by the packing), and a register-blocked MR x NR micro-kernel
 // written with GCC vector extensions (AVX-512 with -march=native on this machine, AVX2 elsewhere).
 #include <node_api.h>
-#include <pthread.h>
+
+#include "pool.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,8 @@ void topiary_fast_fp_end(unsigned old) {
 #define KC 256
 #define MC 128
 #define NC 1024
+
+_Static_assert(TOPIARY_SCRATCH_BYTES >= sizeof(float) * (MC * KC + KC * NC), "pool scratch holds both packing buffers");
 
 typedef float v16 __attribute__((vector_size(64)));
 
@@ -191,19 +194,16 @@ typedef struct {
   int j_begin, j_end; // column range of this worker
 } work;
 
-static void *run_work(void *arg) {
-  work *w = (work *)arg;
-  unsigned csr = topiary_fast_fp_begin();
-  float *pa = aligned_alloc(64, sizeof(float) * MC * KC);
-  float *pb = aligned_alloc(64, sizeof(float) * KC * NC);
+// A pool task: worker tid computes its part w[tid], packing into the pool's per-thread scratch.
+static void run_work(void *ctx, int tid, int threads, void *scratch) {
+  (void)threads;
+  const work *w = (const work *)ctx + tid;
+  float *pa = scratch;
+  float *pb = pa + MC * KC;
   for (int i = w->b_begin; i < w->b_end; i++) {
     gemm_args g = {w->a + (size_t)i * w->stride_a, w->b + (size_t)i * w->stride_b, w->c + (size_t)i * w->m * w->n, w->m, w->n, w->k, w->trans_a, w->trans_b, w->bias};
     gemm_block(&g, w->i_begin, w->i_end, w->j_begin, w->j_end, pa, pb);
   }
-  free(pa);
-  free(pb);
-  topiary_fast_fp_end(csr);
-  return NULL;
 }
 
 static int max_threads = 0;
@@ -213,9 +213,8 @@ napi_value topiary_register_fused(napi_env env, napi_value exports); // fused.c
 static void gemm(work base) {
   int threads = max_threads;
   double flops = 2.0 * base.batch * base.m * base.n * base.k;
-  if (flops < 4e6) threads = 1; // thread start-up costs more than it saves on small products
+  if (flops < 1e6) threads = 1; // waking a worker costs more than it saves on tiny products
   work w[16];
-  pthread_t tid[16];
   if (threads > 16) threads = 16;
   int split_batch = base.batch >= threads;
   // Without enough matrices, split the larger of op(A) and op(B): each worker packs the whole of the
@@ -244,9 +243,7 @@ static void gemm(work base) {
       if (w[t].j_end > base.n) w[t].j_end = base.n;
     }
   }
-  for (int t = 1; t < threads; t++) pthread_create(&tid[t], NULL, run_work, &w[t]);
-  run_work(&w[0]);
-  for (int t = 1; t < threads; t++) pthread_join(tid[t], NULL);
+  topiary_pool_run(threads, run_work, w);
 }
 
 #define CHECK(call)                                                   \

@@ -66,6 +66,11 @@ for (const name of ['bert-tiny', 'bert-mini'] as const) {
           };
         });
         expect(maxAbsDiff(out.logits, gk.logits)).toBeLessThan(1e-4);
+        // Without hidden states (and no tape), inference frees each layer's input once consumed.
+        const before = tf.memory().numTensors;
+        const plain = tf.tidy(() => model.forward(toBatch(gk)).logits!.arraySync());
+        expect(maxAbsDiff(plain, gk.logits)).toBeLessThan(1e-4);
+        expect(tf.memory().numTensors).toBe(before);
         // golden cls_per_layer is [layer][example][hidden], layer 0 the embedding output
         expect(out.cls.length).toBe(gk.cls_per_layer.length);
         for (let l = 0; l < out.cls.length; l++) expect(maxAbsDiff(out.cls[l], gk.cls_per_layer[l])).toBeLessThan(1e-4);

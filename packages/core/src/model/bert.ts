@@ -198,20 +198,44 @@ export class BertModel {
     const lnResidual = (out: Tensor, residual: Tensor, name: string) =>
       hidden ? ln(tf.add(out, residual), name) : addLayerNorm(out, residual, p(`${name}.weight`), p(`${name}.bias`), c.layerNormEps);
 
-    // Embeddings.
-    const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
-    const positions = tf.slice(p(`${P}embeddings.position_embeddings.weight`), [0, 0], [T, H]);
-    const types = tf.gather(p(`${P}embeddings.token_type_embeddings.weight`), tokenTypeIds.reshape([-1])).reshape([B, T, H]);
-    // As CoFi: LayerNorm over the kept dimensions, then the hidden mask (once; the same for a 0/1 mask
-    // however often it is applied, but a learned fractional mask must be applied exactly once to fold).
-    let x: Tensor = ln(tf.add(tf.add(words, positions), types), `${P}embeddings.LayerNorm`);
-    x = drop(x, c.hiddenDropoutProb);
+    // Without a gradient tape (inference), an intermediate is freed as soon as its consumer has run, so
+    // the next output reuses memory that is still in cache: elementwise kernels writing to fresh heap
+    // ran 2x slower. With a tape, tfjs keeps its own references to what the backward pass needs.
+    const tapeOn = tf.engine().isTapeOn();
+    const release = (...ts: Tensor[]) => {
+      if (!tapeOn) for (const t of ts) t.dispose();
+    };
+    const consume = (t: Tensor, f: (t: Tensor) => Tensor): Tensor => {
+      const out = f(t);
+      if (out !== t) release(t);
+      return out;
+    };
+
+    // Embeddings (in a tidy: the gathers' reshaped sources go with it).
+    let x: Tensor = tf.tidy(() => {
+      const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
+      const positions = tf.slice(p(`${P}embeddings.position_embeddings.weight`), [0, 0], [T, H]);
+      // One token type in the whole batch (single-sentence tasks): its row is added to the positions,
+      // [T, H], instead of gathering a [B, T, H] copy of it.
+      const type0 = batch.tokenTypeIds[0] ?? 0;
+      const oneType = batch.tokenTypeIds.every((t) => t === type0);
+      if (oneType && !(type0 >= 0 && type0 < c.typeVocabSize)) throw new Error(`batch.tokenTypeIds: ${type0} is not in [0, ${c.typeVocabSize - 1}] (type_vocab_size ${c.typeVocabSize})`);
+      const typeTable = p(`${P}embeddings.token_type_embeddings.weight`);
+      const types = oneType ? tf.slice(typeTable, [type0, 0], [1, H]) : tf.gather(typeTable, tokenTypeIds.reshape([-1])).reshape([B, T, H]);
+      const positionsAndTypes = tf.add(positions, types);
+      // As CoFi: LayerNorm over the kept dimensions, then the hidden mask (once; the same for a 0/1 mask
+      // however often it is applied, but a learned fractional mask must be applied exactly once to fold).
+      const summed = tf.add(words, positionsAndTypes);
+      release(words, positions, types, positionsAndTypes);
+      return drop(consume(summed, (t) => ln(t, `${P}embeddings.LayerNorm`)), c.hiddenDropoutProb);
+    });
     const hiddenStates: Tensor3D[] = outputHiddenStates ? [x as Tensor3D] : [];
 
     // Additive attention mask: 0 where attended, a large negative where padded.
     const extMask = tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), -1e9); // [B, T]
 
-    for (let l = 0; l < L; l++) {
+    // One encoder layer; x is the residual stream (the caller frees it).
+    const layer = (l: number, x: Tensor): Tensor => {
       const n = layerParamNames(l);
       const heads = c.layerHeads[l]!;
       const inter = c.layerIntermediate[l]!;
@@ -219,42 +243,55 @@ export class BertModel {
       let attn: Tensor;
       if (heads > 0) {
         const split = (t: Tensor) => t.reshape([B, T, heads, d]).transpose([0, 2, 1, 3]);
-        const q = split(linear(x, w(n.query), p(`${n.query}.bias`), n.query));
-        const k = split(linear(x, w(n.key), p(`${n.key}.bias`), n.key));
-        const v = split(linear(x, w(n.value), p(`${n.value}.bias`), n.value));
-        const probs = drop(scaledMaskedSoftmax(tf.matMul(q, k, false, true), 1 / Math.sqrt(d), extMask), c.attentionProbsDropoutProb);
+        const q = consume(linear(x, w(n.query), p(`${n.query}.bias`), n.query), split);
+        const k = consume(linear(x, w(n.key), p(`${n.key}.bias`), n.key), split);
+        const v = consume(linear(x, w(n.value), p(`${n.value}.bias`), n.value), split);
+        const scores = tf.matMul(q, k, false, true);
+        release(q, k);
+        const probs = consume(consume(scores, (s) => scaledMaskedSoftmax(s, 1 / Math.sqrt(d), extMask)), (s) => drop(s, c.attentionProbsDropoutProb));
         let ctx: Tensor = tf.matMul(probs, v); // [B, heads, T, d]
+        release(probs, v);
         const hm = masks.headMask?.[l];
         if (hm) {
           expectShape(`masks.headMask[${l}]`, hm, [heads]);
-          ctx = tf.mul(ctx, hm.reshape([1, heads, 1, 1]));
+          ctx = consume(ctx, (t) => tf.mul(t, hm.reshape([1, heads, 1, 1])));
         }
-        ctx = ctx.transpose([0, 2, 1, 3]).reshape([B, T, heads * d]);
-        attn = linear(ctx, w(n.attnOut), p(`${n.attnOut}.bias`), n.attnOut);
+        ctx = consume(ctx, (t) => t.transpose([0, 2, 1, 3]).reshape([B, T, heads * d]));
+        attn = consume(ctx, (t) => linear(t, w(n.attnOut), p(`${n.attnOut}.bias`), n.attnOut));
       } else {
         attn = biasOnly(`${n.attnOut}.bias`);
       }
-      if (masks.mhaMask) attn = tf.mul(attn, tf.slice(masks.mhaMask, [l], [1]));
-      attn = drop(scaleHidden(attn), c.hiddenDropoutProb);
-      x = lnResidual(attn, x, n.attnLn);
+      if (masks.mhaMask) attn = consume(attn, (t) => tf.mul(t, tf.slice(masks.mhaMask!, [l], [1])));
+      attn = consume(attn, (t) => drop(scaleHidden(t), c.hiddenDropoutProb));
+      const mid = consume(attn, (t) => lnResidual(t, x, n.attnLn));
 
       // FFN block.
       let ffn: Tensor;
       if (inter > 0) {
-        let act = gelu(linear(x, w(n.inter), p(`${n.inter}.bias`), n.inter));
+        let act = consume(linear(mid, w(n.inter), p(`${n.inter}.bias`), n.inter), gelu);
         const nm = masks.neuronMask?.[l];
         if (nm) {
           expectShape(`masks.neuronMask[${l}]`, nm, [inter]);
-          act = tf.mul(act, nm);
+          act = consume(act, (t) => tf.mul(t, nm));
         }
-        ffn = linear(act, w(n.out), p(`${n.out}.bias`), n.out);
+        ffn = consume(act, (t) => linear(t, w(n.out), p(`${n.out}.bias`), n.out));
       } else {
         ffn = biasOnly(`${n.out}.bias`);
       }
-      if (masks.ffnMask) ffn = tf.mul(ffn, tf.slice(masks.ffnMask, [l], [1]));
-      ffn = drop(scaleHidden(ffn), c.hiddenDropoutProb);
-      x = lnResidual(ffn, x, n.outLn);
+      if (masks.ffnMask) ffn = consume(ffn, (t) => tf.mul(t, tf.slice(masks.ffnMask!, [l], [1])));
+      ffn = consume(ffn, (t) => drop(scaleHidden(t), c.hiddenDropoutProb));
+      const out = lnResidual(ffn, mid, n.outLn);
+      release(ffn, mid);
+      return out;
+    };
+    // Each layer in its own tidy; without a tape the residual stream is freed once the next layer has
+    // consumed it (unless the caller asked for every layer's output).
+    const freeEarly = !outputHiddenStates && !tapeOn;
+    for (let l = 0; l < L; l++) {
+      const prev = x;
+      x = tf.tidy(() => layer(l, prev));
       if (outputHiddenStates) hiddenStates.push(x as Tensor3D);
+      if (freeEarly) prev.dispose();
     }
 
     const out: ForwardOutput = { sequenceOutput: x as Tensor3D };
