@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../tf.js';
 import { useBackend } from './backend.js';
@@ -100,5 +102,73 @@ describe('wasm replacement kernels', () => {
     expect(Array.from(got.dataSync())).toEqual(Array.from(want));
     got.dispose();
     expect(() => tf.tidy(() => tf.gather(rand([4, 3], 8), tf.tensor1d([4], 'int32')))).toThrow(/index 4/);
+  });
+});
+
+/** op(A) x op(B) in double precision, row-major, for checking the native GEMM directly. */
+function referenceGemm(a: Float32Array, b: Float32Array, m: number, n: number, k: number, ta: boolean, tb: boolean): Float64Array {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[ta ? p * m + i : i * k + p]! * b[tb ? j * k + p : p * n + j]!;
+      c[i * n + j] = s;
+    }
+  return c;
+}
+
+const nativeBinding = nativeGemm().binding;
+describe.skipIf(!nativeBinding)('native GEMM worker pool', () => {
+  // Large enough to be split between threads (> 1 MFLOP), with ragged edges in every dimension.
+  const [m, n, k] = [133, 71, 301];
+  const fill = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(seed * 1000 + i * 0.37));
+  const a = fill(m * k, 1);
+  const b = fill(k * n, 2);
+
+  it('gives the same products on 1, 2 and 3 threads, with every transpose', () => {
+    const g = nativeBinding!;
+    const saved = g.threads;
+    try {
+      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        const want = referenceGemm(a, b, m, n, k, ta, tb);
+        for (const threads of [1, 2, 3]) {
+          g.setThreads(threads);
+          const c = new Float32Array(m * n).fill(NaN);
+          g.gemm(a, b, c, 1, 1, 1, m, n, k, ta, tb);
+          let worst = 0;
+          for (let i = 0; i < c.length; i++) worst = Math.max(worst, Math.abs(c[i]! - want[i]!));
+          expect(worst, `threads=${threads} transA=${ta} transB=${tb}`).toBeLessThan(1e-3);
+        }
+      }
+    } finally {
+      g.setThreads(saved);
+    }
+  });
+
+  it('stays correct when several JavaScript threads call it at once (the busy pool runs the call on its caller)', async () => {
+    const want = referenceGemm(a, b, m, n, k, false, false);
+    const addon = createRequire(import.meta.url).resolve('@topiary/native');
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { binding } = require(workerData.addon);
+      const { a, b, m, n, k, want } = workerData;
+      let worst = 0;
+      for (let r = 0; r < 40; r++) {
+        const c = new Float32Array(m * n);
+        binding.gemm(a, b, c, 1, 1, 1, m, n, k, false, false);
+        for (let i = 0; i < c.length; i++) worst = Math.max(worst, Math.abs(c[i] - want[i]));
+      }
+      parentPort.postMessage(worst);`;
+    const workers = [0, 1].map(() => new Worker(code, { eval: true, workerData: { addon, a, b, m, n, k, want } }));
+    const results = workers.map((w) => new Promise<number>((resolve, reject) => w.once('message', resolve).once('error', reject)));
+    let worst = 0;
+    for (let r = 0; r < 40; r++) {
+      const c = new Float32Array(m * n);
+      nativeBinding!.gemm(a, b, c, 1, 1, 1, m, n, k, false, false);
+      for (let i = 0; i < c.length; i++) worst = Math.max(worst, Math.abs(c[i]! - want[i]!));
+    }
+    expect(worst).toBeLessThan(1e-3);
+    for (const r of await Promise.all(results)) expect(r).toBeLessThan(1e-3);
+    await Promise.all(workers.map((w) => w.terminate()));
   });
 });

@@ -78,7 +78,9 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
   });
 
   it('linear with the bias in the GEMM: values and gradients of x, w and b', async () => {
-    for (const [rows, k, n] of [[37, 70, 45], [130, 300, 33], [5, 1, 3]]) {
+    // Products on one thread; on two splitting rows; on two splitting columns over several k blocks
+    // (rows > 256); and with more columns than one 1,024-wide block.
+    for (const [rows, k, n] of [[37, 70, 45], [130, 300, 33], [5, 1, 3], [300, 40, 200], [260, 8, 2100]]) {
       await compare(() => {
         const x = rand([rows, k], 80);
         const w = rand([k, n], 81);
