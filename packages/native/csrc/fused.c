@@ -497,11 +497,154 @@ static void dropout_chunk(void *arg, long b, long e, int tid) {
   float *restrict y = c->y;
   const float *restrict x = c->x;
   const float keep = c->keep;
+  if (!x) { // the mask alone (fused attention applies it itself)
+    for (long i = b; i < e; i++) mult[i] = floorf((float)bits[i] * 2.3283064365386963e-10f + keep) / keep;
+    return;
+  }
   for (long i = b; i < e; i++) {
     float m = floorf((float)bits[i] * 2.3283064365386963e-10f + keep) / keep;
     mult[i] = m;
     y[i] = x[i] * m;
   }
+}
+
+// ---- Attention core ------------------------------------------------------------------------------
+// ctx = (softmax(scale Q K^T + mask) * mult) V for every (example, head), and its gradients. Q, K, V,
+// ctx and their gradients are [B, T, A] with A = heads * d, as the linear layers produce and consume
+// them: head h of example b is the T x d block at b T A + h d with row stride A, so the head split and
+// merge (two transposes each way) disappear, and one head's work stays in L1/L2. probs (before dropout,
+// saved for the backward pass) and mult (dropout's multiplier, or none) are [B, heads, T, T]; mask is
+// an additive [B, T] over keys.
+
+typedef struct {
+  const float *q, *k, *v, *mask, *mult, *probs, *dctx;
+  float *ctx, *probs_out, *dq, *dk, *dv;
+  long T, heads, d;
+  float scale;
+} att_ctx;
+
+// Head `task` = b * heads + h: its first row in a [B, T, A] tensor.
+static inline long head_offset(const att_ctx *c, long task) { return (task / c->heads) * c->T * c->heads * c->d + (task % c->heads) * c->d; }
+
+static inline long pad16(long n) { return (n + 15) & ~15L; }
+static inline void store_lanes(float *p, lanes v) { memcpy(p, &v, sizeof v); }
+
+// out[0, cols) = sum_e x[e * xs] M[e, 0 : cols) for M row-major with row stride ldm, cols a multiple of
+// 16 (M zero-padded). Four vectors of columns at a time stay in registers over the whole sum, so each
+// multiply-add costs one load; every product of a head's attention is one of these per row.
+static void row_times(float *restrict out, const float *restrict x, long xs, long n, const float *restrict m, long ldm, long cols) {
+  long c0 = 0;
+  for (; c0 + 64 <= cols; c0 += 64) {
+    lanes a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (long e = 0; e < n; e++) {
+      const float xe = x[e * xs], *r = m + e * ldm + c0;
+      a0 += xe * load_lanes(r);
+      a1 += xe * load_lanes(r + 16);
+      a2 += xe * load_lanes(r + 32);
+      a3 += xe * load_lanes(r + 48);
+    }
+    store_lanes(out + c0, a0);
+    store_lanes(out + c0 + 16, a1);
+    store_lanes(out + c0 + 32, a2);
+    store_lanes(out + c0 + 48, a3);
+  }
+  for (; c0 < cols; c0 += 16) {
+    lanes a = {0};
+    for (long e = 0; e < n; e++) a += x[e * xs] * load_lanes(m + e * ldm + c0);
+    store_lanes(out + c0, a);
+  }
+}
+
+// A head's T x d block (row stride A) copied to dst: as is with rows padded to dp (zeros), or
+// transposed to d x Tp.
+static void head_pack(const float *src, long A, long T, long d, float *dst, long dp) {
+  for (long j = 0; j < T; j++) {
+    memcpy(dst + j * dp, src + j * A, sizeof(float) * (size_t)d);
+    for (long e = d; e < dp; e++) dst[j * dp + e] = 0.f;
+  }
+}
+static void head_pack_t(const float *src, long A, long T, long d, float *dst, long Tp) {
+  for (long e = 0; e < d; e++) {
+    for (long j = 0; j < T; j++) dst[e * Tp + j] = src[j * A + e];
+    for (long j = T; j < Tp; j++) dst[e * Tp + j] = 0.f;
+  }
+}
+
+static void att_fwd_chunk(void *arg, long begin, long end, int tid) {
+  (void)tid;
+  att_ctx *c = arg;
+  const long T = c->T, d = c->d, A = c->heads * d, Tp = pad16(T), dp = pad16(d);
+  float *kt = malloc(sizeof(float) * (size_t)(d * Tp + T * dp + Tp + Tp + dp));
+  float *vp = kt + d * Tp, *row = vp + T * dp, *pd = row + Tp, *out = pd + Tp;
+  for (long task = begin; task < end; task++) {
+    const long off = head_offset(c, task);
+    const float *q = c->q + off;
+    const float *mask = c->mask ? c->mask + (task / c->heads) * T : NULL;
+    const float *mult = c->mult ? c->mult + task * T * T : NULL;
+    float *probs = c->probs_out + task * T * T, *ctx = c->ctx + off;
+    head_pack_t(c->k + off, A, T, d, kt, Tp);
+    head_pack(c->v + off, A, T, d, vp, dp);
+    for (long j = T; j < Tp; j++) pd[j] = 0.f;
+    for (long i = 0; i < T; i++) {
+      row_times(row, q + i * A, 1, d, kt, Tp, Tp);
+      float *p = probs + i * T;
+      if (mask)
+        for (long j = 0; j < T; j++) p[j] = row[j] * c->scale + mask[j];
+      else
+        for (long j = 0; j < T; j++) p[j] = row[j] * c->scale;
+      const float mx = row_max(p, T);
+      for (long j = 0; j < T; j++) p[j] = exp_f(p[j] - mx);
+      const float inv = 1.0f / row_sum(p, T);
+      for (long j = 0; j < T; j++) p[j] *= inv;
+      if (mult)
+        for (long j = 0; j < T; j++) pd[j] = p[j] * mult[i * T + j];
+      else
+        memcpy(pd, p, sizeof(float) * (size_t)T);
+      row_times(out, pd, 1, T, vp, dp, dp);
+      memcpy(ctx + i * A, out, sizeof(float) * (size_t)d);
+    }
+  }
+  free(kt);
+}
+
+// With P the probabilities and Pd = P * mult: dV = Pd^T dctx; dP = (dctx V^T) * mult;
+// dS = scale P (dP - rowsum(dP P)); dQ = dS K; dK = dS^T Q.
+static void att_bwd_chunk(void *arg, long begin, long end, int tid) {
+  (void)tid;
+  att_ctx *c = arg;
+  const long T = c->T, d = c->d, A = c->heads * d, Tp = pad16(T), dp = pad16(d);
+  float *vt = malloc(sizeof(float) * (size_t)(d * Tp + 3 * T * dp + 2 * T * Tp + dp));
+  float *gp = vt + d * Tp, *kp = gp + T * dp, *qp = kp + T * dp, *pdm = qp + T * dp, *dsm = pdm + T * Tp, *out = dsm + T * Tp;
+  for (long task = begin; task < end; task++) {
+    const long off = head_offset(c, task);
+    const float *probs = c->probs + task * T * T, *mult = c->mult ? c->mult + task * T * T : NULL;
+    head_pack_t(c->v + off, A, T, d, vt, Tp);
+    head_pack(c->dctx + off, A, T, d, gp, dp);
+    head_pack(c->k + off, A, T, d, kp, dp);
+    head_pack(c->q + off, A, T, d, qp, dp);
+    for (long i = 0; i < T; i++) {
+      const float *p = probs + i * T, *m = mult ? mult + i * T : NULL;
+      float *pd = pdm + i * Tp, *ds = dsm + i * Tp;
+      for (long j = 0; j < T; j++) pd[j] = m ? p[j] * m[j] : p[j];
+      for (long j = T; j < Tp; j++) pd[j] = ds[j] = 0.f;
+      row_times(ds, gp + i * dp, 1, d, vt, Tp, Tp); // dPd row (dctx V^T)
+      if (m)
+        for (long j = 0; j < T; j++) ds[j] *= m[j];
+      const float dot = row_dot(ds, p, T);
+      for (long j = 0; j < T; j++) ds[j] = c->scale * (p[j] * (ds[j] - dot));
+    }
+    for (long i = 0; i < T; i++) { // dQ rows
+      row_times(out, dsm + i * Tp, 1, T, kp, dp, dp);
+      memcpy(c->dq + off + i * A, out, sizeof(float) * (size_t)d);
+    }
+    for (long j = 0; j < T; j++) { // dK and dV rows: columns of dS and Pd
+      row_times(out, dsm + j, Tp, T, qp, dp, dp);
+      memcpy(c->dk + off + j * A, out, sizeof(float) * (size_t)d);
+      row_times(out, pdm + j, Tp, T, gp, dp, dp);
+      memcpy(c->dv + off + j * A, out, sizeof(float) * (size_t)d);
+    }
+  }
+  free(vt);
 }
 
 // ---- Node-API glue -------------------------------------------------------------------------------
@@ -744,13 +887,16 @@ static napi_value js_col_sum(napi_env env, napi_callback_info info) {
 static napi_value js_dropout(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   if (!args(env, info, 8, argv, "dropout(x, y, mult, keep, s0, s1, s2, c): expected 8 arguments")) return NULL;
-  float *x, *y, *mult;
-  size_t nx, ny, nm;
-  if (!f32(env, argv[0], &x, &nx, "dropout", 0) || !f32(env, argv[1], &y, &ny, "dropout", 1) || !f32(env, argv[2], &mult, &nm, "dropout", 2)) return NULL;
+  float *x = NULL, *y = NULL, *mult;
+  size_t nx = 0, ny = 0, nm;
+  if (!opt_f32(env, argv[0], &x, &nx, "dropout", 0) || !opt_f32(env, argv[1], &y, &ny, "dropout", 1) || !f32(env, argv[2], &mult, &nm, "dropout", 2)) return NULL;
   double h[5];
   for (int i = 0; i < 5; i++)
     if (!num(env, argv[3 + i], &h[i])) return NULL;
-  if (ny < nx || nm < nx) return range_error(env, "dropout: y and mult must be as long as x");
+  if (!x != !y) return range_error(env, "dropout: x and y are both given, or both null (the mask alone)");
+  if (!x) nx = nm;
+  if (ny < nx && x) return range_error(env, "dropout: y must be as long as x");
+  if (nm < nx) return range_error(env, "dropout: mult must be as long as x");
   uint32_t state[4];
   for (int i = 0; i < 4; i++) {
     double v = i < 3 ? h[1 + i] * 4294967296.0 : h[4];
@@ -761,6 +907,79 @@ static napi_value js_dropout(napi_env env, napi_callback_info info) {
   alea_fill((uint32_t *)mult, nx, state[0], state[1], state[2], state[3]);
   dropout_ctx d = {x, y, mult, (float)h[0]};
   parallel((long)nx, ELEMS_PER_THREAD * 2, dropout_chunk, &d);
+  return NULL;
+}
+
+// Reads the float32 arrays of an attention call: `names` in order, '?' marking one that may be null.
+static int att_arrays(napi_env env, napi_value *argv, int count, const char *fn, const char *optional, float **p, size_t *n) {
+  for (int i = 0; i < count; i++) {
+    p[i] = NULL;
+    n[i] = 0;
+    if (!(optional[i] == '?' ? opt_f32(env, argv[i], &p[i], &n[i], fn, i) : f32(env, argv[i], &p[i], &n[i], fn, i))) return 0;
+  }
+  return 1;
+}
+
+static int att_dims(napi_env env, napi_value *argv, att_ctx *c, const char *fn) {
+  double h[5];
+  for (int i = 0; i < 5; i++)
+    if (!num(env, argv[i], &h[i])) return 0;
+  if (h[0] < 0 || h[1] < 1 || h[2] < 1 || h[3] < 1) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: batch, seq, heads and headSize must be positive", fn);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  c->T = (long)h[1];
+  c->heads = (long)h[2];
+  c->d = (long)h[3];
+  c->scale = (float)h[4];
+  return 1;
+}
+
+// One thread per head block, at least ~128K multiply-adds per thread.
+static void att_run(att_ctx *c, long batch, chunk_fn fn) {
+  long per_head = c->T * c->T * c->d;
+  parallel(batch * c->heads, 131072 / per_head + 1, fn, c);
+}
+
+// attention(q, k, v, mask|null, mult|null, probs, ctx, batch, seq, heads, headSize, scale)
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  if (!args(env, info, 12, argv, "attention(q, k, v, mask, mult, probs, ctx, batch, seq, heads, headSize, scale): expected 12 arguments")) return NULL;
+  float *p[7];
+  size_t n[7];
+  if (!att_arrays(env, argv, 7, "attention", "...??..", p, n)) return NULL;
+  att_ctx c = {.q = p[0], .k = p[1], .v = p[2], .mask = p[3], .mult = p[4], .probs_out = p[5], .ctx = p[6]};
+  if (!att_dims(env, argv + 7, &c, "attention")) return NULL;
+  size_t B = (size_t)0, tokens, scores;
+  double batch;
+  if (!num(env, argv[7], &batch)) return NULL;
+  B = (size_t)batch;
+  tokens = B * (size_t)(c.T * c.heads * c.d);
+  scores = B * (size_t)(c.heads * c.T * c.T);
+  if (n[0] < tokens || n[1] < tokens || n[2] < tokens || n[6] < tokens || n[5] < scores || (c.mult && n[4] < scores) || (c.mask && n[3] < B * (size_t)c.T))
+    return range_error(env, "attention: shapes do not fit the arrays (q, k, v, ctx: batch*seq*heads*headSize; probs, mult: batch*heads*seq*seq; mask: batch*seq)");
+  att_run(&c, (long)B, att_fwd_chunk);
+  return NULL;
+}
+
+// attentionGrad(dctx, q, k, v, probs, mult|null, dq, dk, dv, batch, seq, heads, headSize, scale)
+static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
+  napi_value argv[14];
+  if (!args(env, info, 14, argv, "attentionGrad(dctx, q, k, v, probs, mult, dq, dk, dv, batch, seq, heads, headSize, scale): expected 14 arguments")) return NULL;
+  float *p[9];
+  size_t n[9];
+  if (!att_arrays(env, argv, 9, "attentionGrad", ".....?...", p, n)) return NULL;
+  att_ctx c = {.dctx = p[0], .q = p[1], .k = p[2], .v = p[3], .probs = p[4], .mult = p[5], .dq = p[6], .dk = p[7], .dv = p[8]};
+  if (!att_dims(env, argv + 9, &c, "attentionGrad")) return NULL;
+  double batch;
+  if (!num(env, argv[9], &batch)) return NULL;
+  size_t B = (size_t)batch, tokens = B * (size_t)(c.T * c.heads * c.d), scores = B * (size_t)(c.heads * c.T * c.T);
+  for (int i = 0; i < 9; i++)
+    if ((i == 4 || i == 5) ? (p[i] && n[i] < scores) : n[i] < tokens)
+      return range_error(env, "attentionGrad: shapes do not fit the arrays (dctx, q, k, v, dq, dk, dv: batch*seq*heads*headSize; probs, mult: batch*heads*seq*seq)");
+  att_run(&c, (long)B, att_bwd_chunk);
   return NULL;
 }
 
@@ -811,6 +1030,8 @@ napi_value topiary_register_fused(napi_env env, napi_value exports) {
       {"sumSquares", NULL, js_sum_squares, NULL, NULL, NULL, napi_default, NULL},
       {"transpose0213", NULL, js_transpose0213, NULL, NULL, NULL, napi_default, NULL},
       {"dropout", NULL, js_dropout, NULL, NULL, NULL, napi_default, NULL},
+      {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
+      {"attentionGrad", NULL, js_attention_grad, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

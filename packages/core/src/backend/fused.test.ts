@@ -4,7 +4,7 @@ import { useBackend } from './backend.js';
 import { accelerateWasm, FUSED_KERNEL_NAMES, nativeGemm } from './accelerate.js';
 import { hasFused } from './native-kernels.js';
 import { fusedGelu } from './fused.js';
-import { addLayerNorm, dropout, gelu, layerNorm, linear, scaledMaskedSoftmax } from '../model/ops.js';
+import { addLayerNorm, attention, dropout, gelu, layerNorm, linear, scaledMaskedSoftmax } from '../model/ops.js';
 import { aleaState } from './native-kernels.js';
 import { AdamW, clipByGlobalNorm } from '../engine/optimizer.js';
 
@@ -166,6 +166,23 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
       const [ds] = tf.grads((s: tf.Tensor) => tf.sum(tf.mul(scaledMaskedSoftmax(s, 0.125, mask), w)))([scores]);
       return [scaledMaskedSoftmax(scores, 0.125, mask), ds!];
     }, 1e-6, 1e-5);
+  });
+
+  it('attention core on [B, T, heads * d]: values and gradients of q, k, v against the head split, softmax, dropout and merge', async () => {
+    // Short rows (9 < 16 vector lanes) and rows with a tail (37); padded keys; with and without dropout;
+    // and the bert-mini shape (4 heads of 64, 2 threads).
+    for (const [B, T, heads, d, rate] of [[3, 9, 2, 8, 0], [2, 37, 3, 5, 0.1], [2, 64, 4, 64, 0.1]] as const) {
+      await compare(() => {
+        const [q, k, v] = [90, 91, 92].map((seed) => rand([B, T, heads * d], seed, -2, 2));
+        const attn = tf.tensor2d(Array.from({ length: B * T }, (_, i) => (i % T < T - (i / T | 0) * 3 ? 1 : 0)), [B, T]);
+        const mask = tf.mul(tf.sub(1, attn), -1e9);
+        const w = rand([B, T, heads * d], 93);
+        const spec = rate > 0 ? { rate, seed: 4242 } : undefined;
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(attention(a, b, c, heads, mask, spec), w));
+        const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([q!, k!, v!]);
+        return [attention(q!, k!, v!, heads, mask, spec), ...grads];
+      }, 1e-5, 1e-4);
+    }
   });
 
   it('dropout: the same mask as tf.dropout with the same seed, and its gradient', async () => {

@@ -124,6 +124,41 @@ export function fusedDropout(x: Tensor, rate: number, seed: number | string): Te
   return op(x);
 }
 
+/**
+ * Attention over `[B, T, heads * d]` queries, keys and values (the linear layers' layout, no head
+ * split): `(softmax(scale q k^T + mask) * dropout) v` per example and head, returned as
+ * `[B, T, heads * d]`, in one kernel each way. `mask` is an additive `[B, T]` over keys (no
+ * gradient); with `dropout`, the probabilities get `tf.dropout`'s mask for that seed and shape
+ * `[B, heads, T, T]`.
+ */
+export function fusedAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, scale: number, mask?: Tensor, dropout?: { rate: number; seed: number }): Tensor | undefined {
+  const [B, T, A] = q.shape;
+  if (q.rank !== 3 || !tf.util.arraysEqual(k.shape, q.shape) || !tf.util.arraysEqual(v.shape, q.shape) || !(heads > 0) || A! % heads !== 0) return undefined;
+  if ([q, k, v, ...(mask ? [mask] : [])].some((t) => t.dtype !== 'float32') || (mask && !tf.util.arraysEqual(mask.shape, [B!, T!]))) return undefined;
+  if (!available('TopiaryAttention', 'TopiaryAttentionGrad', 'TopiaryDropoutMask')) return undefined;
+  const rate = dropout?.rate ?? 0;
+  const mult = rate > 0 ? (run('TopiaryDropoutMask', {}, { shape: [B!, heads, T!, T!], rate, seed: String(dropout!.seed) }) as Tensor) : undefined;
+  const extra = { ...(mask ? { mask } : {}), ...(mult ? { mult } : {}) };
+  let probs: Tensor | undefined;
+  const op = tf.customGrad(((qq: Tensor, kk: Tensor, vv: Tensor, save: tf.GradSaveFunc) => {
+    const [ctx, p] = run('TopiaryAttention', { q: qq, k: kk, v: vv, ...extra }, { heads, scale }) as Tensor[];
+    probs = p;
+    save([qq, kk, vv, probs!, ...(mult ? [mult] : [])]);
+    return {
+      value: ctx!,
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sq, sk, sv, sp, sm] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+        return run('TopiaryAttentionGrad', { dctx: dy, q: sq, k: sk, v: sv, probs: sp, ...(sm ? { mult: sm } : {}) }, { heads, scale }) as Tensor[];
+      },
+    };
+  }) as unknown as (...args: Array<Tensor | tf.GradSaveFunc>) => { value: Tensor; gradFunc: (dy: Tensor, saved: Tensor[]) => Tensor[] });
+  const out = op(q, k, v);
+  // The tape keeps its own references to what the backward pass needs.
+  probs?.dispose();
+  mult?.dispose();
+  return out;
+}
+
 /** `sum(square(x))` over every element in one pass (double accumulation), as a scalar; no gradient. */
 export function fusedSumSquares(x: Tensor): Tensor | undefined {
   if (x.dtype !== 'float32' || !available('TopiarySumSquares')) return undefined;

@@ -19,13 +19,16 @@ export interface NativeFused {
   colSum(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
   sumSquares(x: Float32Array): number;
   transpose0213(x: Float32Array, out: Float32Array, a: number, b: number, c: number, d: number): void;
-  dropout(x: Float32Array, y: Float32Array, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
+  /** With x and y null, the multiplier alone. */
+  dropout(x: Float32Array | null, y: Float32Array | null, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, mask: Float32Array | null, mult: Float32Array | null, probs: Float32Array, ctx: Float32Array, batch: number, seq: number, heads: number, headSize: number, scale: number): void;
+  attentionGrad(dctx: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, probs: Float32Array, mult: Float32Array | null, dq: Float32Array, dk: Float32Array, dv: Float32Array, batch: number, seq: number, heads: number, headSize: number, scale: number): void;
 }
 
 /** True when a loaded addon has the fused functions (an older build has only the GEMM). */
 export function hasFused(binding: unknown): binding is NativeFused {
   const b = binding as Partial<NativeFused> | undefined;
-  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.sumSquares === 'function' && typeof b.transpose0213 === 'function' && typeof b.dropout === 'function';
+  return !!b && typeof b.gelu === 'function' && typeof b.layerNorm === 'function' && typeof b.adamw === 'function' && typeof b.binary === 'function' && typeof b.softmax === 'function' && typeof b.colSum === 'function' && typeof b.sumSquares === 'function' && typeof b.transpose0213 === 'function' && typeof b.dropout === 'function' && typeof b.attention === 'function' && typeof b.attentionGrad === 'function';
 }
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -239,6 +242,35 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       const st = aleaState(seed);
       native.dropout(view(wasm, x), view(wasm, y), view(wasm, mult), 1 - rate, st.s0, st.s1, st.s2, st.c);
       return [y, mult];
+    },
+    // tf.dropout's multiplier for `shape` and `seed` (the mask TopiaryDropout would apply), alone.
+    TopiaryDropoutMask: ({ backend, attrs }) => {
+      const { shape, rate, seed } = attrs as unknown as { shape: number[]; rate: number; seed: string };
+      const wasm = wasmOf(backend);
+      const mult = wasm.makeOutput(shape, 'float32');
+      const st = aleaState(seed);
+      native.dropout(null, null, view(wasm, mult), 1 - rate, st.s0, st.s1, st.s2, st.c);
+      return mult;
+    },
+    // Attention on [B, T, heads * d] queries, keys and values: [context, probabilities].
+    TopiaryAttention: ({ inputs, backend, attrs }) => {
+      const { q, k, v, mask, mult } = inputs as { q: Info; k: Info; v: Info; mask?: Info; mult?: Info };
+      const { heads, scale } = attrs as unknown as { heads: number; scale: number };
+      const wasm = wasmOf(backend);
+      const [B, T, A] = q.shape as [number, number, number];
+      const probs = wasm.makeOutput([B, heads, T, T], 'float32');
+      const ctx = wasm.makeOutput([B, T, A], 'float32');
+      native.attention(view(wasm, q), view(wasm, k), view(wasm, v), mask ? view(wasm, mask) : null, mult ? view(wasm, mult) : null, view(wasm, probs), view(wasm, ctx), B, T, heads, A / heads, scale);
+      return [ctx, probs];
+    },
+    TopiaryAttentionGrad: ({ inputs, backend, attrs }) => {
+      const { dctx, q, k, v, probs, mult } = inputs as { dctx: Info; q: Info; k: Info; v: Info; probs: Info; mult?: Info };
+      const { heads, scale } = attrs as unknown as { heads: number; scale: number };
+      const wasm = wasmOf(backend);
+      const [B, T, A] = q.shape as [number, number, number];
+      const [dq, dk, dv] = [0, 1, 2].map(() => wasm.makeOutput([B, T, A], 'float32'));
+      native.attentionGrad(view(wasm, dctx), view(wasm, q), view(wasm, k), view(wasm, v), view(wasm, probs), mult ? view(wasm, mult) : null, view(wasm, dq!), view(wasm, dk!), view(wasm, dv!), B, T, heads, A / heads, scale);
+      return [dq!, dk!, dv!];
     },
     TopiarySumSquares: ({ inputs, backend }) => {
       const { x } = inputs as { x: Info };

@@ -1,6 +1,6 @@
 import { tf, type Tensor, type Tensor1D, type Tensor2D, type Tensor3D } from '../tf.js';
 import type { BertConfig } from './config.js';
-import { addLayerNorm, dropout, expectShape, gelu, layerNorm, linear, Rng, scaledMaskedSoftmax } from './ops.js';
+import { addLayerNorm, attention, dropout, expectShape, gelu, layerNorm, linear, Rng } from './ops.js';
 
 /**
  * A tokenized batch, padded to its longest sequence. Plain arrays (row-major `[batchSize, seqLen]`), so
@@ -242,21 +242,17 @@ export class BertModel {
       // Attention block. With zero heads only the output bias remains (the block's weights are gone).
       let attn: Tensor;
       if (heads > 0) {
-        const split = (t: Tensor) => t.reshape([B, T, heads, d]).transpose([0, 2, 1, 3]);
-        const q = consume(linear(x, w(n.query), p(`${n.query}.bias`), n.query), split);
-        const k = consume(linear(x, w(n.key), p(`${n.key}.bias`), n.key), split);
-        const v = consume(linear(x, w(n.value), p(`${n.value}.bias`), n.value), split);
-        const scores = tf.matMul(q, k, false, true);
-        release(q, k);
-        const probs = consume(consume(scores, (s) => scaledMaskedSoftmax(s, 1 / Math.sqrt(d), extMask)), (s) => drop(s, c.attentionProbsDropoutProb));
-        let ctx: Tensor = tf.matMul(probs, v); // [B, heads, T, d]
-        release(probs, v);
+        const q = linear(x, w(n.query), p(`${n.query}.bias`), n.query);
+        const k = linear(x, w(n.key), p(`${n.key}.bias`), n.key);
+        const v = linear(x, w(n.value), p(`${n.value}.bias`), n.value);
+        const rate = training ? c.attentionProbsDropoutProb : 0;
+        let ctx = attention(q, k, v, heads, extMask, rate > 0 ? { rate, seed: rng.int() } : undefined); // [B, T, heads * d]
+        release(q, k, v);
         const hm = masks.headMask?.[l];
         if (hm) {
           expectShape(`masks.headMask[${l}]`, hm, [heads]);
-          ctx = consume(ctx, (t) => tf.mul(t, hm.reshape([1, heads, 1, 1])));
+          ctx = consume(ctx, (t) => tf.mul(t.reshape([B, T, heads, d]), hm.reshape([1, 1, heads, 1])).reshape([B, T, heads * d]));
         }
-        ctx = consume(ctx, (t) => t.transpose([0, 2, 1, 3]).reshape([B, T, heads * d]));
         attn = consume(ctx, (t) => linear(t, w(n.attnOut), p(`${n.attnOut}.bias`), n.attnOut));
       } else {
         attn = biasOnly(`${n.attnOut}.bias`);

@@ -1,5 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
-import { fusedDropout, fusedGelu, fusedLayerNorm, fusedLinear, fusedScaledSoftmax } from '../backend/fused.js';
+import { fusedAttention, fusedDropout, fusedGelu, fusedLayerNorm, fusedLinear, fusedScaledSoftmax } from '../backend/fused.js';
 
 /** Shape checks that name the argument, so a wrong mask says which one. */
 export function expectShape(name: string, t: Tensor, shape: number[]): void {
@@ -62,6 +62,25 @@ export function addLayerNorm(x: Tensor, res: Tensor, gamma: Tensor, beta: Tensor
 export function scaledMaskedSoftmax(scores: Tensor, scale: number, mask: Tensor): Tensor {
   const [B, , , T] = scores.shape;
   return fusedScaledSoftmax(scores, scale, mask) ?? tf.softmax(tf.add(tf.mul(scores, scale), mask.reshape([B!, 1, 1, T!])), -1);
+}
+
+/**
+ * Multi-head attention's core on `[B, T, heads * d]` queries, keys and values: per head,
+ * `dropout(softmax(q k^T / sqrt(d) + mask)) v`, returned as `[B, T, heads * d]` (heads merged).
+ * `mask` is an additive `[B, T]` over keys; `dropout.seed` gives `tf.dropout`'s mask on the
+ * `[B, heads, T, T]` probabilities. One native kernel each way when registered (no head split or
+ * merge), else the split, two batched products and the merge in tfjs ops.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, mask: Tensor, dropoutSpec?: { rate: number; seed: number }): Tensor {
+  const [B, T, A] = q.shape as [number, number, number];
+  const d = A / heads;
+  const scale = 1 / Math.sqrt(d);
+  const fused = fusedAttention(q, k, v, heads, scale, mask, dropoutSpec);
+  if (fused) return fused;
+  const split = (t: Tensor) => t.reshape([B, T, heads, d]).transpose([0, 2, 1, 3]);
+  let probs = scaledMaskedSoftmax(tf.matMul(split(q), split(k), false, true), scale, mask);
+  if (dropoutSpec && dropoutSpec.rate > 0) probs = dropout(probs, dropoutSpec.rate, dropoutSpec.seed);
+  return tf.matMul(probs, split(v)).transpose([0, 2, 1, 3]).reshape([B, T, A]);
 }
 
 /** `tf.dropout(x, rate, undefined, seed)`: the same mask, in one fused kernel when registered. */
