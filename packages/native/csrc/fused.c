@@ -1,7 +1,7 @@
 // Topiary native elementwise and fused kernels, on the wasm heap like the GEMM (the caller passes
 // Float32Array views of tfjs's wasm memory; outputs are tensors tfjs already allocated). Every kernel
-// is a plain loop GCC vectorizes with -march=native, split over threads when it is large enough to
-// pay for the thread start-up. Formulas follow tfjs's reference kernels (cpu backend) in float32:
+// is a plain loop GCC vectorizes with -march=native, split over the worker pool's threads when it is
+// large enough. Formulas follow tfjs's reference kernels (cpu backend) in float32:
 //   gelu        y = 0.5 x (1 + erf(x / sqrt 2)), erf as tfjs's (Abramowitz-Stegun 7.1.26)
 //   layerNorm   y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (two-pass moments),
 //               optionally of x + res (the residual add fused in, recomputed in the backward pass)
@@ -12,7 +12,9 @@
 //   sumSquares  sum of x^2 in double (the global gradient norm for clipping)
 //   colSum      sums over leading axes ([rows, cols] -> [cols]), double accumulators as tfjs's cpu Sum
 //   dropout     tf.dropout's multiplier floor(u + keep) / keep with u from tfjs's own generator
-//               (seedrandom's Alea, same doubles in the same order), so masks equal tf.dropout's
+//               (seedrandom's Alea, same values in the same order), so masks equal tf.dropout's
+//   attention   (softmax(scale q k^T + mask) * mult) v per example and head on [B, T, heads * d],
+//               and the gradients of q, k and v
 #include <math.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -910,7 +912,7 @@ static napi_value js_dropout(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// Reads the float32 arrays of an attention call: `names` in order, '?' marking one that may be null.
+// Reads the first `count` arguments as float32 arrays; a '?' at index i of `optional` lets argument i be null.
 static int att_arrays(napi_env env, napi_value *argv, int count, const char *fn, const char *optional, float **p, size_t *n) {
   for (int i = 0; i < count; i++) {
     p[i] = NULL;
@@ -920,7 +922,8 @@ static int att_arrays(napi_env env, napi_value *argv, int count, const char *fn,
   return 1;
 }
 
-static int att_dims(napi_env env, napi_value *argv, att_ctx *c, const char *fn) {
+// batch, seq, heads, headSize, scale; returns the batch in *batch.
+static int att_dims(napi_env env, napi_value *argv, att_ctx *c, const char *fn, size_t *batch) {
   double h[5];
   for (int i = 0; i < 5; i++)
     if (!num(env, argv[i], &h[i])) return 0;
@@ -930,6 +933,7 @@ static int att_dims(napi_env env, napi_value *argv, att_ctx *c, const char *fn) 
     napi_throw_range_error(env, NULL, msg);
     return 0;
   }
+  *batch = (size_t)h[0];
   c->T = (long)h[1];
   c->heads = (long)h[2];
   c->d = (long)h[3];
@@ -951,13 +955,9 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   size_t n[7];
   if (!att_arrays(env, argv, 7, "attention", "...??..", p, n)) return NULL;
   att_ctx c = {.q = p[0], .k = p[1], .v = p[2], .mask = p[3], .mult = p[4], .probs_out = p[5], .ctx = p[6]};
-  if (!att_dims(env, argv + 7, &c, "attention")) return NULL;
-  size_t B = (size_t)0, tokens, scores;
-  double batch;
-  if (!num(env, argv[7], &batch)) return NULL;
-  B = (size_t)batch;
-  tokens = B * (size_t)(c.T * c.heads * c.d);
-  scores = B * (size_t)(c.heads * c.T * c.T);
+  size_t B;
+  if (!att_dims(env, argv + 7, &c, "attention", &B)) return NULL;
+  const size_t tokens = B * (size_t)(c.T * c.heads * c.d), scores = B * (size_t)(c.heads * c.T * c.T);
   if (n[0] < tokens || n[1] < tokens || n[2] < tokens || n[6] < tokens || n[5] < scores || (c.mult && n[4] < scores) || (c.mask && n[3] < B * (size_t)c.T))
     return range_error(env, "attention: shapes do not fit the arrays (q, k, v, ctx: batch*seq*heads*headSize; probs, mult: batch*heads*seq*seq; mask: batch*seq)");
   att_run(&c, (long)B, att_fwd_chunk);
@@ -972,10 +972,9 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
   size_t n[9];
   if (!att_arrays(env, argv, 9, "attentionGrad", ".....?...", p, n)) return NULL;
   att_ctx c = {.dctx = p[0], .q = p[1], .k = p[2], .v = p[3], .probs = p[4], .mult = p[5], .dq = p[6], .dk = p[7], .dv = p[8]};
-  if (!att_dims(env, argv + 9, &c, "attentionGrad")) return NULL;
-  double batch;
-  if (!num(env, argv[9], &batch)) return NULL;
-  size_t B = (size_t)batch, tokens = B * (size_t)(c.T * c.heads * c.d), scores = B * (size_t)(c.heads * c.T * c.T);
+  size_t B;
+  if (!att_dims(env, argv + 9, &c, "attentionGrad", &B)) return NULL;
+  const size_t tokens = B * (size_t)(c.T * c.heads * c.d), scores = B * (size_t)(c.heads * c.T * c.T);
   for (int i = 0; i < 9; i++)
     if ((i == 4 || i == 5) ? (p[i] && n[i] < scores) : n[i] < tokens)
       return range_error(env, "attentionGrad: shapes do not fit the arrays (dctx, q, k, v, dq, dk, dv: batch*seq*heads*headSize; probs, mult: batch*heads*seq*seq)");
