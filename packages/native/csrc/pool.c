@@ -63,6 +63,18 @@ static int run_alone(topiary_task fn, void *ctx) {
   return 1;
 }
 
+// Clamps the thread count; runs the call on the caller when one thread is asked for or the pool is
+// busy and returns 1, else returns 0 with the pool locked for the caller.
+static int run_without_pool(int *threads, topiary_task fn, void *ctx) {
+  *threads = *threads < 1 ? 1 : *threads > MAX_THREADS ? MAX_THREADS : *threads;
+  if (*threads == 1 && run_alone(fn, ctx)) return 1;
+  if (*threads == 1 || pthread_mutex_trylock(&busy) != 0) {
+    run_serial(*threads, fn, ctx);
+    return 1;
+  }
+  return 0;
+}
+
 #if defined(__linux__)
 
 static atomic_int generation, pending, sleepers, caller_waiting;
@@ -102,12 +114,7 @@ static void *worker(void *arg) {
 }
 
 void topiary_pool_run(int threads, topiary_task fn, void *ctx) {
-  threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (threads == 1 && run_alone(fn, ctx)) return;
-  if (threads == 1 || pthread_mutex_trylock(&busy) != 0) {
-    run_serial(threads, fn, ctx);
-    return;
-  }
+  if (run_without_pool(&threads, fn, ctx)) return;
   while (workers < threads - 1) {
     pthread_t t;
     pthread_attr_t attr;
@@ -157,12 +164,7 @@ static void *run_call(void *arg) {
 }
 
 void topiary_pool_run(int threads, topiary_task fn, void *ctx) {
-  threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (threads == 1 && run_alone(fn, ctx)) return;
-  if (threads == 1 || pthread_mutex_trylock(&busy) != 0) {
-    run_serial(threads, fn, ctx);
-    return;
-  }
+  if (run_without_pool(&threads, fn, ctx)) return;
   call c[MAX_THREADS];
   pthread_t tid[MAX_THREADS];
   int started = 1;
