@@ -145,13 +145,22 @@ export function aleaState(seed: string): { s0: number; s1: number; s2: number; c
   return { s0, s1, s2, c: 1 };
 }
 
-/** `Transpose` with perm [0, 2, 1, 3] (attention's head split and merge) as native row copies, or shared when an axis swapped has size 1; other perms: wasm's. */
+/**
+ * `Transpose` with perm [0, 2, 1, 3] (attention's head split and merge, when it is not fused) as
+ * native row copies, or shared when an axis swapped has size 1; an identity perm shares its input;
+ * other perms: wasm's.
+ */
 export function nativeTranspose(native: NativeFused, original: KernelFunc): KernelFunc {
   return (args) => {
     const { x } = args.inputs as { x: Info };
     const { perm } = args.attrs as unknown as { perm: number[] };
-    if (x.dtype !== 'float32' || x.shape.length !== 4 || perm.join() !== '0,2,1,3' || size(x.shape) === 0) return original(args);
     const wasm = wasmOf(args.backend);
+    // An identity permutation (tfjs's gather gradient makes two per embedding lookup) is the input.
+    if (x.dtype !== 'string' && perm.every((p, i) => p === i)) {
+      wasm.incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    }
+    if (x.dtype !== 'float32' || x.shape.length !== 4 || perm.join() !== '0,2,1,3' || size(x.shape) === 0) return original(args);
     const [a, b, c, d] = x.shape as [number, number, number, number];
     // Swapping an axis of size 1 (one head left after compaction) keeps the memory order: share it.
     if (b === 1 || c === 1) {
