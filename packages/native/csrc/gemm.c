@@ -4,13 +4,13 @@
 // MR x KC panels (transposes are absorbed by the packing), and a register-blocked MR x NR micro-kernel
 // written with GCC vector extensions (AVX-512 with -march=native on this machine, AVX2 elsewhere).
 #include <node_api.h>
-
-#include "pool.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "pool.h"
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
