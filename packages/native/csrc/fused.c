@@ -84,8 +84,8 @@ static inline float erf_f(float x) {
 
 // ---- Row reductions ------------------------------------------------------------------------------
 // GCC keeps a float sum in source order unless told it may reassociate (-ffast-math), which makes a
-// reduction one serial add chain: 4 cycles an element, most of a LayerNorm's time. These keep 16
-// independent partial sums in a vector instead (rounding differs from tfjs's order by a few ulp).
+// reduction one serial add chain of about 4 cycles an element. These keep 16 independent partial sums
+// in a vector instead (rounding differs from tfjs's order by a few ulp).
 
 typedef float lanes __attribute__((vector_size(64)));
 typedef int32_t lane_mask __attribute__((vector_size(64)));
