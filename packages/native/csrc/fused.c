@@ -728,14 +728,24 @@ static int opt_f32(napi_env env, napi_value v, float **data, size_t *length, con
   return f32(env, v, data, length, fn, index);
 }
 
+// Reads the first `count` arguments as float32 arrays into p/n; with `optional`, a '?' at index i lets
+// argument i be null (p[i] NULL, n[i] 0).
+static int f32_args(napi_env env, napi_value *argv, int count, const char *fn, const char *optional, float **p, size_t *n) {
+  for (int i = 0; i < count; i++) {
+    p[i] = NULL;
+    n[i] = 0;
+    if (!(optional && optional[i] == '?' ? opt_f32(env, argv[i], &p[i], &n[i], fn, i) : f32(env, argv[i], &p[i], &n[i], fn, i))) return 0;
+  }
+  return 1;
+}
+
 // layerNorm(x, res|null, gamma, beta, y, mean, rstd, rows, cols, eps): LayerNorm of x (+ res).
 static napi_value js_layer_norm(napi_env env, napi_callback_info info) {
   napi_value argv[10];
   if (!args(env, info, 10, argv, "layerNorm(x, res, gamma, beta, y, mean, rstd, rows, cols, eps): expected 10 arguments")) return NULL;
   float *p[7];
   size_t n[7];
-  for (int i = 0; i < 7; i++)
-    if (!(i == 1 ? opt_f32(env, argv[i], &p[i], &n[i], "layerNorm", i) : f32(env, argv[i], &p[i], &n[i], "layerNorm", i))) return NULL;
+  if (!f32_args(env, argv, 7, "layerNorm", ".?.....", p, n)) return NULL;
   double rows, cols, eps;
   if (!num(env, argv[7], &rows) || !num(env, argv[8], &cols) || !num(env, argv[9], &eps)) return NULL;
   size_t r = (size_t)rows, k = (size_t)cols;
@@ -752,8 +762,7 @@ static napi_value js_layer_norm_grad(napi_env env, napi_callback_info info) {
   if (!args(env, info, 11, argv, "layerNormGrad(dy, x, res, gamma, mean, rstd, dx, dgamma, dbeta, rows, cols): expected 11 arguments")) return NULL;
   float *p[9];
   size_t n[9];
-  for (int i = 0; i < 9; i++)
-    if (!(i == 2 ? opt_f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i) : f32(env, argv[i], &p[i], &n[i], "layerNormGrad", i))) return NULL;
+  if (!f32_args(env, argv, 9, "layerNormGrad", "..?......", p, n)) return NULL;
   double rows, cols;
   if (!num(env, argv[9], &rows) || !num(env, argv[10], &cols)) return NULL;
   size_t r = (size_t)rows, k = (size_t)cols;
@@ -802,8 +811,7 @@ static napi_value js_softmax_grad(napi_env env, napi_callback_info info) {
   if (!args(env, info, 6, argv, "softmaxGrad(y, dy, ds, rows, cols, scale): expected 6 arguments")) return NULL;
   float *p[3];
   size_t n[3];
-  for (int i = 0; i < 3; i++)
-    if (!f32(env, argv[i], &p[i], &n[i], "softmaxGrad", i)) return NULL;
+  if (!f32_args(env, argv, 3, "softmaxGrad", NULL, p, n)) return NULL;
   double rows, cols, scale;
   if (!num(env, argv[3], &rows) || !num(env, argv[4], &cols) || !num(env, argv[5], &scale)) return NULL;
   size_t r = (size_t)rows, k = (size_t)cols;
@@ -819,8 +827,7 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
   if (!args(env, info, 15, argv, "adamw(p, g, m, v, pOut, mOut, vOut, lr, beta1, beta2, eps, bc1, bc2, decay, sign): expected 15 arguments")) return NULL;
   float *p[7];
   size_t n[7];
-  for (int i = 0; i < 7; i++)
-    if (!f32(env, argv[i], &p[i], &n[i], "adamw", i)) return NULL;
+  if (!f32_args(env, argv, 7, "adamw", NULL, p, n)) return NULL;
   double h[8];
   for (int i = 0; i < 8; i++)
     if (!num(env, argv[7 + i], &h[i])) return NULL;
@@ -912,16 +919,6 @@ static napi_value js_dropout(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// Reads the first `count` arguments as float32 arrays; a '?' at index i of `optional` lets argument i be null.
-static int att_arrays(napi_env env, napi_value *argv, int count, const char *fn, const char *optional, float **p, size_t *n) {
-  for (int i = 0; i < count; i++) {
-    p[i] = NULL;
-    n[i] = 0;
-    if (!(optional[i] == '?' ? opt_f32(env, argv[i], &p[i], &n[i], fn, i) : f32(env, argv[i], &p[i], &n[i], fn, i))) return 0;
-  }
-  return 1;
-}
-
 // batch, seq, heads, headSize, scale; returns the batch in *batch.
 static int att_dims(napi_env env, napi_value *argv, att_ctx *c, const char *fn, size_t *batch) {
   double h[5];
@@ -953,7 +950,7 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   if (!args(env, info, 12, argv, "attention(q, k, v, mask, mult, probs, ctx, batch, seq, heads, headSize, scale): expected 12 arguments")) return NULL;
   float *p[7];
   size_t n[7];
-  if (!att_arrays(env, argv, 7, "attention", "...??..", p, n)) return NULL;
+  if (!f32_args(env, argv, 7, "attention", "...??..", p, n)) return NULL;
   att_ctx c = {.q = p[0], .k = p[1], .v = p[2], .mask = p[3], .mult = p[4], .probs_out = p[5], .ctx = p[6]};
   size_t B;
   if (!att_dims(env, argv + 7, &c, "attention", &B)) return NULL;
@@ -970,7 +967,7 @@ static napi_value js_attention_grad(napi_env env, napi_callback_info info) {
   if (!args(env, info, 14, argv, "attentionGrad(dctx, q, k, v, probs, mult, dq, dk, dv, batch, seq, heads, headSize, scale): expected 14 arguments")) return NULL;
   float *p[9];
   size_t n[9];
-  if (!att_arrays(env, argv, 9, "attentionGrad", ".....?...", p, n)) return NULL;
+  if (!f32_args(env, argv, 9, "attentionGrad", ".....?...", p, n)) return NULL;
   att_ctx c = {.dctx = p[0], .q = p[1], .k = p[2], .v = p[3], .probs = p[4], .mult = p[5], .dq = p[6], .dk = p[7], .dv = p[8]};
   size_t B;
   if (!att_dims(env, argv + 9, &c, "attentionGrad", &B)) return NULL;

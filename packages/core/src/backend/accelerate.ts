@@ -1,14 +1,12 @@
 import { createRequire } from 'node:module';
+import type { NativeKernels } from '@topiary/native';
 import { tf } from '../tf.js';
 import { BINARY_KERNELS, fusedKernels, hasFused, nativeBinary, nativeTranspose, sharingCast, sharingIdentity, type NativeFused } from './native-kernels.js';
 
 const util = tf.util;
 
-/** The optional native GEMM (`@topiary/native`), when it is installed and built. */
-interface NativeGemm {
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
-  readonly threads: number;
-}
+/** The optional native GEMM (`@topiary/native`), when it is installed and built (an older build may have only this). */
+type NativeGemm = Pick<NativeKernels, 'gemm' | 'threads'>;
 let nativeState: { binding?: NativeGemm; reason?: string } | undefined;
 /** Loads `@topiary/native` once; a missing or unbuilt package is not an error (wasm kernels are used). */
 export function nativeGemm(): { binding?: NativeGemm; reason?: string } {

@@ -1,29 +1,14 @@
+import type { NativeKernels } from '@topiary/native';
 import { tf } from '../tf.js';
 
 /**
  * Kernels backed by `@topiary/native`'s elementwise and fused functions (`csrc/fused.c`), working on
  * the wasm heap like its GEMM: replacements for wasm's `Add`/`Sub`/`Multiply`/`RealDiv`, and
  * Topiary's own fused kernels (`Topiary*`), which `fused.ts` calls through `tf.customGrad` when they
- * are registered and replaces with the equivalent tfjs ops when they are not.
+ * are registered and replaces with the equivalent tfjs ops when they are not. The addon's functions are
+ * as `@topiary/native` declares them.
  */
-export interface NativeFused {
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean, bias?: Float32Array | null): void;
-  gelu(x: Float32Array, y: Float32Array): void;
-  geluGrad(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
-  layerNorm(x: Float32Array, res: Float32Array | null, gamma: Float32Array, beta: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
-  layerNormGrad(dy: Float32Array, x: Float32Array, res: Float32Array | null, gamma: Float32Array, mean: Float32Array, rstd: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, rows: number, cols: number): void;
-  softmax(s: Float32Array, mask: Float32Array | null, y: Float32Array, rows: number, cols: number, rowsPerMask: number, scale: number): void;
-  softmaxGrad(y: Float32Array, dy: Float32Array, ds: Float32Array, rows: number, cols: number, scale: number): void;
-  adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, decay: number, sign: number): void;
-  binary(op: number, mode: number, a: Float32Array, b: Float32Array, out: Float32Array, inner: number): void;
-  colSum(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
-  sumSquares(x: Float32Array): number;
-  transpose0213(x: Float32Array, out: Float32Array, a: number, b: number, c: number, d: number): void;
-  /** With x and y null, the multiplier alone. */
-  dropout(x: Float32Array | null, y: Float32Array | null, mult: Float32Array, keep: number, s0: number, s1: number, s2: number, c: number): void;
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, mask: Float32Array | null, mult: Float32Array | null, probs: Float32Array, ctx: Float32Array, batch: number, seq: number, heads: number, headSize: number, scale: number): void;
-  attentionGrad(dctx: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, probs: Float32Array, mult: Float32Array | null, dq: Float32Array, dk: Float32Array, dv: Float32Array, batch: number, seq: number, heads: number, headSize: number, scale: number): void;
-}
+export type NativeFused = NativeKernels;
 
 /** True when a loaded addon has the fused functions (an older build has only the GEMM). */
 export function hasFused(binding: unknown): binding is NativeFused {
