@@ -61,6 +61,8 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const out = new Map<string, Tensor>();
   const config: BertConfig = structuredClone(c);
   config.hiddenSize = hKeep.length;
+  // Unfactorized embeddings are as wide as the hidden size.
+  if (!c.arch.embeddingProjection) config.embeddingSize = hKeep.length;
   const newHeads: number[] = [];
   const newInter: number[] = [];
   const data = (n: string): Float32Array => {

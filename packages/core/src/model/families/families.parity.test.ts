@@ -1,8 +1,13 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { readdirSync, existsSync } from 'node:fs';
+import { readdirSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { tf } from '../../tf.js';
-import { loadBert } from '../../io/checkpoint.js';
+import { loadBert, saveBert } from '../../io/checkpoint.js';
+import { parseSafetensors } from '../../io/safetensors.js';
+import { MaskSet, bindMasks } from '../../pruning/masks.js';
+import { compact, compactedParamCount } from '../../pruning/compact.js';
+import { BUILTIN_FAMILIES } from './index.js';
 import { loadTokenizer } from '../../io/tokenizer.js';
 import { makeBatch } from '../../data/dataset.js';
 import type { Batch, BertModel } from '../bert.js';
@@ -89,4 +94,58 @@ describe.skipIf(families.length === 0)('families: parity with Hugging Face trans
       }
     });
   }
+});
+
+describe.skipIf(families.length === 0)('families: save and reload', () => {
+  beforeAll(testBackend);
+  for (const family of families) {
+    it(`${family}: saves under the family's own tensor names and config, reloads with the same logits; hidden-dim compaction is exact`, async () => {
+      const dir = path.join(root, family);
+      const g = golden(`families/${family}/golden.json`);
+      const model = await loadBert(dir);
+      const out = path.join(mkdtempSync(path.join(tmpdir(), `topiary-${family}-`)), 'model');
+      await saveBert(model, out, { tokenizerFrom: dir });
+      const orig = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+      const saved = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+      expect(saved.model_type).toBe(orig.model_type);
+      expect(saved.architectures).toEqual(orig.architectures);
+      expect(existsSync(path.join(out, 'tokenizer_config.json'))).toBe(true);
+      // Every tensor the encoder uses is written under its checkpoint name (so transformers reloads it).
+      const names = (f: string) => [...parseSafetensors(readFileSync(f)).keys()].filter((n) => !n.endsWith('position_ids')).sort();
+      expect(names(path.join(out, 'model.safetensors'))).toEqual(names(path.join(dir, 'model.safetensors')));
+      const reloaded = await loadBert(out);
+      const batch = toBatch(g.pair);
+      const logits = (m: BertModel, masks?: MaskSet) =>
+        tf.tidy(() => {
+          const t = masks?.toTensors();
+          return m.forward(batch, t ? { masks: t.masks, weightMasks: t.weightMasks } : {}).logits!.arraySync();
+        });
+      expect(maxAbsDiff(logits(reloaded), g.pair.logits)).toBeLessThan(TOL);
+
+      // Half the hidden dimensions, a head and some neurons: the compacted model computes the masked one.
+      const masks = bindMasks(MaskSet.ones(model), model);
+      masks.hiddenMask.forEach((_, i) => (masks.hiddenMask[i] = i % 2));
+      masks.headMask[0]![1] = 0;
+      masks.neuronMask[1]!.fill(0, 0, 16);
+      const small = compact(model, masks);
+      expect(small.config.hiddenSize).toBe(model.config.hiddenSize / 2);
+      expect(maxAbsDiff(logits(small), logits(model, masks))).toBeLessThan(TOL);
+      // ... and saved (layers no longer identical: ALBERT writes one group per layer), reloads the same.
+      const out2 = path.join(path.dirname(out), 'small');
+      await saveBert(small, out2);
+      const small2 = await loadBert(out2);
+      expect(maxAbsDiff(logits(small2), logits(small))).toBeLessThan(TOL);
+      expect(compactedParamCount(model, masks)).toBe([...small.params.values()].reduce((a, v) => a + v.size, 0));
+      for (const m of [model, reloaded, small, small2]) m.dispose();
+    });
+  }
+
+  it('an unknown model_type is an error naming the file, the field and the known families', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-unknown-'));
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'gpt2', hidden_size: 64 }));
+    const err = await loadBert(dir).catch((e: Error) => e);
+    expect(String(err)).toContain(path.join(dir, 'config.json'));
+    expect(String(err)).toContain("field 'model_type'");
+    for (const f of BUILTIN_FAMILIES) expect(String(err)).toContain(`"${f.id}"`);
+  });
 });
