@@ -1,12 +1,15 @@
 import 'reflect-metadata';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { MaskSet, bindMasks, compact, createRunContainer, evaluate, loadBert, loadDataset, loadTokenizer, runPruning, saveBert, tf, type Batch, type BertModel, type PruneContext, type RunEvent, type RunSpec } from '@topiary/core';
+import { BUILTIN_FAMILIES, MaskSet, parseSafetensors, bindMasks, compact, createRunContainer, evaluate, loadBert, loadDataset, loadTokenizer, runPruning, saveBert, tf, type Batch, type BertModel, type PruneContext, type RunEvent, type RunSpec } from '@topiary/core';
 import { SHARED, golden, maxAbsDiff } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { builtinPlugins } from './plugins.js';
+import { inspectModel } from './inspect.js';
 
 const goldens = path.join(SHARED, 'goldens', 'families');
 const FAMILIES = ['roberta', 'distilbert'].filter((f) => existsSync(path.join(goldens, f, 'config.json')));
@@ -134,3 +137,38 @@ function writeData(rows: object[]): string {
   writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
   return file;
 }
+
+// The built binary, as a user runs it (`npm test` builds first).
+const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist/bin.js');
+const topiary = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+describe.runIf(existsSync(bin) && FAMILIES.length > 0)('topiary binary and families', () => {
+  it('plugins --json lists every family with its package', () => {
+    const r = topiary('plugins', '--json');
+    expect(r.status).toBe(0);
+    const list = JSON.parse(r.stdout) as { id: string; kind: string; plugin: string }[];
+    for (const f of BUILTIN_FAMILIES) expect(list).toContainEqual(expect.objectContaining({ kind: 'family', id: f.id, plugin: '@topiary/core' }));
+  });
+
+  it('inspect names the family; ALBERT reports its shared and unshared parameter counts', async () => {
+    await testBackend();
+    for (const f of readdirSync(goldens).filter((x) => existsSync(path.join(goldens, x, 'config.json')))) {
+      const dir = path.join(goldens, f);
+      const model = await loadBert(dir);
+      const j = inspectModel(model);
+      model.dispose();
+      const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+      expect(j.family).toBe(cfg.model_type);
+      const groups = cfg.num_hidden_groups;
+      if (groups !== undefined && groups < j.layers) {
+        // The checkpoint stores each group once: its tensor count is the shared figure.
+        const stored = [...parseSafetensors(readFileSync(path.join(dir, 'model.safetensors'))).values()].reduce((a, t) => a + t.data.length, 0);
+        expect(j.sharedParams).toBe(stored);
+        expect(j.totalParams).toBeGreaterThan(stored);
+      }
+    }
+    const roberta = path.join(goldens, FAMILIES[0]!);
+    const cfg = JSON.parse(readFileSync(path.join(roberta, 'config.json'), 'utf8'));
+    expect(topiary('inspect', roberta).stdout).toContain(`family ${cfg.model_type}`);
+  });
+});
