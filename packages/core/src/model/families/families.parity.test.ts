@@ -9,7 +9,7 @@ import { MaskSet, bindMasks } from '../../pruning/masks.js';
 import { compact, compactedParamCount } from '../../pruning/compact.js';
 import { BUILTIN_FAMILIES } from './index.js';
 import { loadTokenizer } from '../../io/tokenizer.js';
-import { makeBatch } from '../../data/dataset.js';
+import { Dataset } from '../../data/dataset.js';
 import type { Batch, BertModel } from '../bert.js';
 import { SHARED, golden, maxAbsDiff } from '../../test-support/shared.js';
 import { testBackend } from '../../test-support/backend.js';
@@ -61,8 +61,9 @@ describe.skipIf(families.length === 0)('families: parity with Hugging Face trans
           const tok = await loadTokenizer(dir);
           const gk: GoldenSide = g[kind];
           const inputs: [string, string?][] = kind === 'single' ? g.texts.map((t: string) => [t]) : g.pairs;
-          const encoded = inputs.map(([a, b]) => tok.encode(a, b, 64));
-          const batch = makeBatch(encoded.map((e) => ({ ...e, label: 0 })), tok.padId);
+          // Through a dataset, as runs batch: padded to the longest with the tokenizer's padding id.
+          const raw = inputs.map(([text, pair], i) => ({ text, ...(pair !== undefined ? { pair } : {}), line: i + 1 }));
+          const [batch] = [...Dataset.encode(raw, tok, [], { maxLength: 64 }).batches(inputs.length)] as [Batch];
           expect(batch.seqLen).toBe(gk.input_ids[0]!.length);
           expect(Array.from(batch.inputIds)).toEqual(gk.input_ids.flat());
           expect(Array.from(batch.attentionMask)).toEqual(gk.attention_mask.flat());
