@@ -12,7 +12,7 @@ import { builtinPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 
 const goldens = path.join(SHARED, 'goldens', 'families');
-const FAMILIES = ['roberta', 'distilbert'].filter((f) => existsSync(path.join(goldens, f, 'config.json')));
+const FAMILIES = ['roberta', 'distilbert', 'electra', 'albert'].filter((f) => existsSync(path.join(goldens, f, 'config.json')));
 
 /** Every method, each for a few steps (what runs is checked, not how well it prunes). */
 const METHODS: Record<string, (pretrained: string) => Pick<RunSpec, 'method' | 'options' | 'targetSparsity' | 'pretrained'>> = {
