@@ -21,6 +21,7 @@ const groupOf = (l: number, layers: number, groups: number) => Math.floor(l / (l
 
 function names(c: BertConfig, groups: number): RenamingSpec {
   return {
+    basePrefix: 'albert.',
     module(n) {
       if (n === 'bert.pooler.dense') return 'albert.pooler';
       if (n === 'classifier') return 'classifier';

@@ -25,6 +25,7 @@ const LAYER: Record<LayerPart, string> = {
 };
 
 const names: RenamingSpec = {
+  basePrefix: 'distilbert.',
   module(n) {
     if (n === 'bert.pooler.dense') return 'pre_classifier';
     if (n === 'classifier') return 'classifier';

@@ -3,6 +3,7 @@ import { layerParamNames } from '../bert.js';
 import { architectureName, exportByRenaming, importByRenaming, type ModelFamily, type RenamingSpec } from './family.js';
 
 const names: RenamingSpec = {
+  basePrefix: 'electra.',
   module(n) {
     if (n === 'bert.pooler.dense') return 'classifier.dense';
     if (n === 'classifier') return 'classifier.out_proj';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { tf } from '../../tf.js';
 import { loadBert, saveBert } from '../../io/checkpoint.js';
-import { parseSafetensors } from '../../io/safetensors.js';
+import { parseSafetensors, serializeSafetensors } from '../../io/safetensors.js';
 import { MaskSet, bindMasks } from '../../pruning/masks.js';
 import { compact, compactedParamCount } from '../../pruning/compact.js';
 import { BUILTIN_FAMILIES } from './index.js';
@@ -148,5 +148,26 @@ describe.skipIf(families.length === 0)('families: save and reload', () => {
     expect(String(err)).toContain(path.join(dir, 'config.json'));
     expect(String(err)).toContain("field 'model_type'");
     for (const f of BUILTIN_FAMILIES) expect(String(err)).toContain(`"${f.id}"`);
+  });
+});
+
+describe.skipIf(!families.includes('roberta'))('families: bare base-model checkpoints', () => {
+  beforeAll(testBackend);
+  it('loads a RobertaModel checkpoint (tensor names without the roberta. prefix) with the golden hidden states', async () => {
+    const src = path.join(root, 'roberta');
+    const g = golden('families/roberta/golden.json');
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-bare-'));
+    const tensors = new Map([...parseSafetensors(readFileSync(path.join(src, 'model.safetensors')))].filter(([n]) => n.startsWith('roberta.')).map(([n, t]) => [n.slice('roberta.'.length), t]));
+    writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat(serializeSafetensors(tensors).map((c) => Buffer.from(c))));
+    const cfg = JSON.parse(readFileSync(path.join(src, 'config.json'), 'utf8'));
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['RobertaModel'] }));
+    const model = await loadBert(dir);
+    expect(model.hasClassifier).toBe(false);
+    const last = tf.tidy(() => model.forward(toBatch(g.single)).sequenceOutput.arraySync());
+    for (let b = 0; b < g.single.attention_mask.length; b++) {
+      const n = g.single.attention_mask[b].reduce((s: number, x: number) => s + x, 0);
+      expect(maxAbsDiff(last[b]!.slice(0, n), g.single.last_hidden_state[b].slice(0, n))).toBeLessThan(TOL);
+    }
+    model.dispose();
   });
 });

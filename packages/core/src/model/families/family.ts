@@ -47,6 +47,11 @@ export interface RenamingSpec {
   module(canonical: string): string | undefined;
   /** Hugging Face module name of layer `l`'s part. */
   layer(l: number, part: LayerPart): string;
+  /**
+   * The base model's prefix (`roberta.`): a checkpoint saved from the bare model (`RobertaModel`) names
+   * its tensors without it.
+   */
+  basePrefix?: string;
 }
 
 function renameTable(c: BertConfig, spec: RenamingSpec): Map<string, string> {
@@ -71,7 +76,8 @@ export function importByRenaming(tensors: Map<string, NamedTensor>, c: BertConfi
   const out = new Map<string, NamedTensor>();
   for (const { name, required } of canonicalParams(c)) {
     const hf = table.get(name);
-    const t = hf === undefined ? undefined : tensors.get(hf);
+    const bare = hf !== undefined && spec.basePrefix && hf.startsWith(spec.basePrefix) ? hf.slice(spec.basePrefix.length) : undefined;
+    const t = hf === undefined ? undefined : (tensors.get(hf) ?? (bare !== undefined ? tensors.get(bare) : undefined));
     if (t) out.set(name, t);
     else if (required) throw new ConfigError(`${file}: tensor '${hf ?? name}' is missing (a ${c.modelType} checkpoint with ${c.numHiddenLayers} layers has it)`);
   }
