@@ -96,7 +96,9 @@ export function parseBertConfig(raw: Record<string, unknown>, file = 'config.jso
   if (raw['hidden_act'] !== undefined && raw['hidden_act'] !== 'gelu') {
     throw new ConfigError(`${file}: field 'hidden_act' must be "gelu" (exact erf GELU), got ${JSON.stringify(raw['hidden_act'])}`);
   }
-  return parseEncoderConfig(raw, file);
+  const c = parseEncoderConfig(raw, file);
+  c.embeddingSize = c.hiddenSize; // BERT does not factorize its embeddings
+  return c;
 }
 
 /**
