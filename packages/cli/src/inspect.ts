@@ -1,6 +1,8 @@
-import { encoderLinearNames, type BertModel } from '@topiary/core';
+import { encoderLinearNames, layerParamNames, type BertModel } from '@topiary/core';
 
 export interface InspectReport {
+  /** The checkpoint's family (`model_type`). */
+  family: string;
   layers: number;
   hiddenSize: number;
   heads: number[];
@@ -12,6 +14,12 @@ export interface InspectReport {
   totalParams: number;
   encoderZeros: number;
   encoderSparsity: number;
+  /**
+   * ALBERT: the checkpoint's layer groups and its parameter count with shared layers counted once;
+   * `totalParams` counts the unshared copies Topiary prunes.
+   */
+  sharedLayerGroups?: number;
+  sharedParams?: number;
 }
 
 /** Shapes and parameter counts of a model; `encoderSparsity` is the fraction of zero encoder weights. */
@@ -35,7 +43,20 @@ export function inspectModel(model: BertModel): InspectReport {
     totalParams += v.size;
     if (name.includes('.embeddings.')) embeddingParams += v.size;
   }
+  const groups = c.arch.sharedLayerGroups;
+  let sharedParams: number | undefined;
+  if (groups !== undefined && groups < c.numHiddenLayers) {
+    // Layers after the first of their group are copies of it in the checkpoint.
+    sharedParams = totalParams;
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const g = Math.floor(l / (c.numHiddenLayers / groups));
+      if (l > 0 && Math.floor((l - 1) / (c.numHiddenLayers / groups)) === g) {
+        for (const n of Object.values(layerParamNames(l))) sharedParams -= model.param(`${n}.weight`).size + model.param(`${n}.bias`).size;
+      }
+    }
+  }
   return {
+    family: c.modelType,
     layers: c.numHiddenLayers,
     hiddenSize: c.hiddenSize,
     heads: [...c.layerHeads],
@@ -47,5 +68,6 @@ export function inspectModel(model: BertModel): InspectReport {
     totalParams,
     encoderZeros,
     encoderSparsity: encoderParams ? encoderZeros / encoderParams : 0,
+    ...(sharedParams !== undefined ? { sharedLayerGroups: groups, sharedParams } : {}),
   };
 }

@@ -122,7 +122,7 @@ export function buildProgram(): Command {
 
   program
     .command('plugins')
-    .description('list every registered criterion, scheduler, loss and pruner with its package')
+    .description('list every registered criterion, scheduler, loss, pruner and model family with its package')
     .action(async () => {
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
       const list = registry.list();
@@ -143,12 +143,13 @@ export function buildProgram(): Command {
         r,
         [
           `${dir}`,
-          `layers ${r.layers}, hidden ${r.hiddenSize}, head size ${r.attentionHeadSize}, labels ${r.labels}`,
+          `family ${r.family}, layers ${r.layers}, hidden ${r.hiddenSize}, head size ${r.attentionHeadSize}, labels ${r.labels}`,
           `heads per layer        ${r.heads.join(' ')}`,
           `FFN size per layer     ${r.intermediate.join(' ')}`,
           `encoder parameters     ${r.encoderParams.toLocaleString('en-US')} (${(100 * r.encoderSparsity).toFixed(2)}% zero)`,
           `embedding parameters   ${r.embeddingParams.toLocaleString('en-US')}`,
           `total parameters       ${r.totalParams.toLocaleString('en-US')}`,
+          ...(r.sharedParams !== undefined ? [`as stored (shared)     ${r.sharedParams.toLocaleString('en-US')} (${r.sharedLayerGroups} layer group(s) unshared into ${r.layers} layers at load)`] : []),
         ].join('\n'),
       );
     });

@@ -1,3 +1,4 @@
+import type { ModelFamily } from './model/families/family.js';
 import type { tf, Scalar, Tensor } from './tf.js';
 import type { Batch, BertModel, ForwardOutput, StructuredMasks } from './model/bert.js';
 import type { MaskSet } from './pruning/masks.js';
@@ -145,6 +146,8 @@ export interface ResolvePlugin {
   scheduler(id: string, options?: Record<string, unknown>): MaskScheduler;
   loss(id: string, options?: Record<string, unknown>): DistillationLoss;
   pruner(id: string, options?: Record<string, unknown>): Pruner;
+  /** The registered model families (`model_type` adapters); core's built-ins when absent. */
+  families?(): readonly ModelFamily[];
 }
 
 export type { StructuredMasks, tf };

@@ -11,15 +11,17 @@ export type { Tensor, Scalar, Tensor1D, Tensor2D, Tensor3D, Variable } from './t
 export { BACKEND_NAMES, BackendError, activeBackend, isBackendInstalled, onBackendActivated, useBackend } from './backend/backend.js';
 export type { BackendInfo, BackendName } from './backend/backend.js';
 
-export { ConfigError, parseBertConfig, serializeBertConfig } from './model/config.js';
-export type { BertConfig } from './model/config.js';
-export { BertModel, clsOf, encoderLinearNames, isLinearWeight, layerParamNames } from './model/bert.js';
+export { BERT_ARCHITECTURE, ConfigError, parseBertConfig, parseEncoderConfig, serializeBertConfig } from './model/config.js';
+export type { BertConfig, EncoderArchitecture } from './model/config.js';
+export { BUILTIN_FAMILIES, albertFamily, architectureName, bertFamily, canonicalParams, distilbertFamily, electraFamily, exportByRenaming, familyFor, importByRenaming, renameFields, robertaFamily, xlmRobertaFamily } from './model/families/index.js';
+export type { LayerPart, ModelFamily, RenamingSpec } from './model/families/index.js';
+export { BertModel, EMBEDDINGS_PROJECT, clsOf, encoderLinearNames, isLinearWeight, layerParamNames } from './model/bert.js';
 export type { Batch, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from './model/bert.js';
-export { Rng, expectShape, gelu, layerNorm, linear } from './model/ops.js';
+export { Rng, expectShape, gelu, geluNew, layerNorm, linear } from './model/ops.js';
 
 export { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors, SafetensorsError } from './io/safetensors.js';
 export type { NamedTensor } from './io/safetensors.js';
-export { loadBert, readConfig, saveBert, exportTensors, TOKENIZER_FILES } from './io/checkpoint.js';
+export { familyOf, loadBert, readCheckpointConfig, readConfig, saveBert, exportTensors, TOKENIZER_FILES } from './io/checkpoint.js';
 export type { LoadOptions } from './io/checkpoint.js';
 export { loadTokenizer, WordPieceTokenizer } from './io/tokenizer.js';
 export type { Encoded, TextTokenizer } from './io/tokenizer.js';

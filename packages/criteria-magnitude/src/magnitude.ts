@@ -1,4 +1,4 @@
-import { Rng, encoderLinearNames, groupKey, layerParamNames, type BertModel, type CriterionContext, type GroupKind, type ImportanceCriterion, type PrunableGroup, type Scores } from '@topiary/core';
+import { EMBEDDINGS_PROJECT, Rng, encoderLinearNames, groupKey, layerParamNames, type BertModel, type CriterionContext, type GroupKind, type ImportanceCriterion, type PrunableGroup, type Scores } from '@topiary/core';
 
 export type Norm = 'l1' | 'l2';
 
@@ -71,8 +71,14 @@ export class MagnitudeCriterion implements ImportanceCriterion {
         scores.set(key, finish(acc, this.p));
       } else if (g.kind === 'hidden') {
         const acc = new Float64Array(c.hiddenSize);
-        for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
-          accumulate(acc, read(model, `bert.embeddings.${e}.weight`), 'col', 1, this.p);
+        if (model.params.has(`${EMBEDDINGS_PROJECT}.weight`)) {
+          // Factorized embeddings (ELECTRA, ALBERT): the projection writes the hidden dimensions.
+          accumulate(acc, read(model, `${EMBEDDINGS_PROJECT}.weight`), 'col', 1, this.p);
+        } else {
+          for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
+            const name = `bert.embeddings.${e}.weight`;
+            if (model.params.has(name)) accumulate(acc, read(model, name), 'col', 1, this.p);
+          }
         }
         for (let l = 0; l < c.numHiddenLayers; l++) {
           const n = layerParamNames(l);

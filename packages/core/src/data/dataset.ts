@@ -144,6 +144,8 @@ export class Dataset {
     public readonly examples: EncodedExample[],
     public readonly labels: string[],
     public readonly source = '<memory>',
+    /** The tokenizer's padding id (RoBERTa's is 1: its position ids skip padding by id). */
+    public readonly padId = 0,
   ) {}
 
   get size(): number {
@@ -170,12 +172,12 @@ export class Dataset {
       const e = tokenizer.encode(ex.text, ex.pair, opts.maxLength ?? 128);
       return { id, inputIds: e.inputIds, tokenTypeIds: e.tokenTypeIds, label };
     });
-    return new Dataset(examples, labels, file);
+    return new Dataset(examples, labels, file, tokenizer.padId);
   }
 
   /** A subset by example indices (ids are kept, so banks indexed by id still line up). */
   subset(indices: number[]): Dataset {
-    return new Dataset(indices.map((i) => this.examples[i]!), this.labels, this.source);
+    return new Dataset(indices.map((i) => this.examples[i]!), this.labels, this.source, this.padId);
   }
 
   /**
@@ -192,7 +194,7 @@ export class Dataset {
     const order = this.examples.map((_, i) => i);
     if (opts.shuffleSeed !== undefined) new Rng(opts.shuffleSeed).shuffle(order);
     for (let s = 0; s < order.length; s += batchSize) {
-      yield makeBatch(order.slice(s, s + batchSize).map((i) => this.examples[i]!), opts.padId ?? 0);
+      yield makeBatch(order.slice(s, s + batchSize).map((i) => this.examples[i]!), opts.padId ?? this.padId);
     }
   }
 

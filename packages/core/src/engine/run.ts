@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { Observable } from 'rxjs';
 import { BertModel } from '../model/bert.js';
 import { loadBert, saveBert } from '../io/checkpoint.js';
+import type { ModelFamily } from '../model/families/family.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
 import { loadDataset, type Dataset, type ReadOptions } from '../data/dataset.js';
 import type { PruneContext, ResolvePlugin, TrainingOptions } from '../contracts.js';
@@ -76,7 +77,7 @@ async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string
   for (const dir of [spec.teacher, spec.model]) {
     if (!dir) continue;
     const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-    if (cfg.id2label && Array.isArray(cfg.architectures) && cfg.architectures[0] === 'BertForSequenceClassification') {
+    if (cfg.id2label && Array.isArray(cfg.architectures) && String(cfg.architectures[0]).endsWith('ForSequenceClassification')) {
       return Object.keys(cfg.id2label).sort((a, b) => Number(a) - Number(b)).map((k) => String(cfg.id2label[k]));
     }
   }
@@ -84,7 +85,10 @@ async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string
 }
 
 /** Loads the tokenizer, models and datasets a run names. */
-export async function loadRunInputs(spec: Pick<RunSpec, 'model' | 'teacher' | 'pretrained' | 'data' | 'seed'> & { training: Pick<TrainingOptions, 'maxLength'> }): Promise<RunInputs> {
+export async function loadRunInputs(
+  spec: Pick<RunSpec, 'model' | 'teacher' | 'pretrained' | 'data' | 'seed'> & { training: Pick<TrainingOptions, 'maxLength'> },
+  families?: readonly ModelFamily[],
+): Promise<RunInputs> {
   const tokenizer = await loadTokenizer(spec.model);
   let labels = await labelsFor(spec);
   const readOpts: ReadOptions = {};
@@ -93,10 +97,11 @@ export async function loadRunInputs(spec: Pick<RunSpec, 'model' | 'teacher' | 'p
   const train = await loadDataset(spec.data.train, tokenizer, { ...trainOpts, ...(labels ? { labels } : {}) });
   labels = train.labels;
   const dev = await loadDataset(spec.data.dev, tokenizer, { ...readOpts, maxLength: spec.training.maxLength, labels, ...(spec.data.devLimit ? { limit: spec.data.devLimit } : {}) });
-  const model = await loadBert(spec.model, { labels, seed: spec.seed });
+  const fam = families ? { families } : {};
+  const model = await loadBert(spec.model, { labels, seed: spec.seed, ...fam });
   const inputs: RunInputs = { tokenizer, model, train, dev, labels };
-  if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels });
-  if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained);
+  if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels, ...fam });
+  if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained, fam);
   return inputs;
 }
 
@@ -127,7 +132,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
     const started = Date.now();
     const backend = activeBackend()?.name ?? 'unknown';
     const pruner = resolve.pruner(spec.method, {});
-    const inputs = await loadRunInputs(spec);
+    const inputs = await loadRunInputs(spec, resolve.families?.());
     try {
       const { model, teacher, train, dev } = inputs;
       control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });

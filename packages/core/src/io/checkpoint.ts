@@ -2,7 +2,8 @@ import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { tf, type Tensor } from '../tf.js';
 import { BertModel, isLinearWeight } from '../model/bert.js';
-import { ConfigError, parseBertConfig, serializeBertConfig, type BertConfig } from '../model/config.js';
+import { ConfigError, type BertConfig } from '../model/config.js';
+import { BUILTIN_FAMILIES, familyFor, type ModelFamily } from '../model/families/index.js';
 import { Rng } from '../model/ops.js';
 import { readSafetensors, type NamedTensor } from './safetensors.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
@@ -19,10 +20,17 @@ export interface LoadOptions {
   labels?: string[];
   /** Seed of the fresh head's initialisation. */
   seed?: number;
+  /** The families `model_type` selects from (default: core's; a run passes its registry's). */
+  families?: readonly ModelFamily[];
 }
 
 /** Reads `config.json` of a checkpoint folder. */
-export async function readConfig(dir: string): Promise<BertConfig> {
+export async function readConfig(dir: string, families: readonly ModelFamily[] = BUILTIN_FAMILIES): Promise<BertConfig> {
+  return (await readCheckpointConfig(dir, families)).config;
+}
+
+/** Reads `config.json` of a checkpoint folder with the family its `model_type` names. */
+export async function readCheckpointConfig(dir: string, families: readonly ModelFamily[] = BUILTIN_FAMILIES): Promise<{ config: BertConfig; family: ModelFamily }> {
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
@@ -36,15 +44,13 @@ export async function readConfig(dir: string): Promise<BertConfig> {
   } catch (err) {
     throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
   }
-  return parseBertConfig(raw, file);
+  const family = familyFor(raw, families, file);
+  return { config: family.parseConfig(raw, file), family };
 }
 
-/** Maps checkpoint names onto ours: `BertModel` checkpoints have no `bert.` prefix; old ones say gamma/beta. */
-function canonicalName(name: string): string | undefined {
-  let n = name.replace(/\.gamma$/, '.weight').replace(/\.beta$/, '.bias');
-  if (n.startsWith('cls.')) return undefined; // MLM head: not used by pruning or classification
-  if (!n.startsWith('bert.') && !n.startsWith('classifier.')) n = `bert.${n}`;
-  return n;
+/** The family adapter of a model: the one it was loaded with, else the built-in one of its `model_type`. */
+export function familyOf(model: BertModel, families: readonly ModelFamily[] = BUILTIN_FAMILIES): ModelFamily {
+  return model.family ?? familyFor({ model_type: model.config.modelType }, families, 'model config');
 }
 
 function normal(rng: Rng, n: number, std: number): Float32Array {
@@ -59,18 +65,19 @@ function normal(rng: Rng, n: number, std: number): Float32Array {
   return out;
 }
 
-/** Loads a Hugging Face BERT folder (config.json + model.safetensors) into a `BertModel`. */
+/**
+ * Loads a Hugging Face checkpoint folder (config.json + model.safetensors) of any registered family into
+ * a `BertModel` under canonical parameter names (the family adapter maps them).
+ */
 export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<BertModel> {
-  const config = await readConfig(dir);
+  const { config, family } = await readCheckpointConfig(dir, opts.families);
   const file = path.join(dir, 'model.safetensors');
   if (!existsSync(file)) throw new ConfigError(`${file}: not found (only safetensors checkpoints are supported)`);
-  const raw = await readSafetensors(file);
+  const raw = family.importTensors(await readSafetensors(file), config, file);
   const tensors = new Map<string, Tensor>();
   const rng = new Rng(opts.seed ?? 42);
   try {
-    for (const [name, t] of raw) {
-      const n = canonicalName(name);
-      if (!n) continue;
+    for (const [n, t] of raw) {
       const hf = tf.tensor(t.data, t.shape, 'float32');
       // Hugging Face stores linear weights [out, in]; we hold [in, out].
       tensors.set(n, isLinearWeight(n, t.shape) ? tf.transpose(hf) : hf);
@@ -99,7 +106,9 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
       config.id2label = [...opts.labels];
       config.architecture = 'BertForSequenceClassification';
     }
-    return new BertModel(config, tensors);
+    const model = new BertModel(config, tensors);
+    model.family = family;
+    return model;
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
@@ -120,10 +129,13 @@ export function exportTensors(model: BertModel): Map<string, NamedTensor> {
  * Writes the model as a Hugging Face-style folder: config.json, model.safetensors and the tokenizer
  * files copied from `tokenizerFrom`. The folder is filled under a temporary name and renamed.
  */
-export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string> } = {}): Promise<void> {
+export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string>; family?: ModelFamily } = {}): Promise<void> {
+  // The family's own tensor names and config (model_type, architectures), so transformers reloads it.
+  const family = opts.family ?? familyOf(model);
+  const { tensors, config } = family.exportTensors(exportTensors(model), model.config);
   await writeDirAtomic(dir, async (tmp) => {
-    await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(serializeBertConfig(model.config), null, 2)}\n`);
-    const chunks = serializeSafetensors(exportTensors(model));
+    await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(family.serializeConfig(config), null, 2)}\n`);
+    const chunks = serializeSafetensors(tensors);
     await writeFileAtomic(path.join(tmp, 'model.safetensors'), chunks);
     if (opts.tokenizerFrom) {
       for (const f of TOKENIZER_FILES) {

@@ -7,33 +7,41 @@ export interface Encoded {
   tokenTypeIds: number[];
 }
 
-/** A BERT tokenizer: `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`, segment ids 0 then 1. */
+/**
+ * A tokenizer with its post-processor: BERT's `[CLS] A [SEP] B [SEP]` (segment ids 0 then 1), RoBERTa's
+ * `<s> A </s></s> B </s>`, or whatever template `tokenizer.json` declares; truncation as Hugging Face's
+ * `longest_first`.
+ */
 export interface TextTokenizer {
   /** Word pieces of a text without special tokens. */
   pieces(text: string): number[];
   encode(text: string, pair?: string, maxLength?: number): Encoded;
+  /** The first special token of a single-text template (`[CLS]`, `<s>`). */
   readonly clsId: number;
+  /** The last special token of a single-text template (`[SEP]`, `</s>`). */
   readonly sepId: number;
   readonly padId: number;
   readonly vocabSize: number;
 }
 
 /**
- * Truncation as Hugging Face's `longest_first`: drop one token at a time from the longer sequence
- * (the second one on ties), leaving room for the special tokens.
+ * Truncation as Hugging Face's fast tokenizers do `longest_first` (tokenizers' `truncate_encodings`):
+ * room for the special tokens is kept; a pair whose shorter side fits in half keeps it whole and cuts
+ * the longer to the rest, else each gets half (the longer the odd token; the second on a tie).
  */
-function truncatePair(a: number[], b: number[] | undefined, maxLength: number): [number[], number[] | undefined] {
-  const special = b ? 3 : 2;
-  let excess = a.length + (b?.length ?? 0) + special - maxLength;
-  if (excess <= 0) return [a, b];
-  a = a.slice();
-  b = b?.slice();
-  while (excess-- > 0) {
-    if (b && b.length > a.length) b.pop();
-    else if (b && b.length === a.length && b.length > 0) b.pop();
-    else a.pop();
+function truncatePair(a: number[], b: number[] | undefined, maxLength: number, special = b ? 3 : 2): [number[], number[] | undefined] {
+  const room = Math.max(0, maxLength - special);
+  if (!b) return [a.length > room ? a.slice(0, room) : a, b];
+  if (a.length + b.length <= room) return [a, b];
+  const swap = a.length > b.length;
+  let n1 = swap ? b.length : a.length; // the shorter
+  let n2 = n1 > room ? n1 : Math.max(n1, room - n1);
+  if (n1 + n2 > room) {
+    n1 = Math.floor(room / 2);
+    n2 = n1 + (room % 2);
   }
-  return [a, b];
+  const [na, nb] = swap ? [n2, n1] : [n1, n2];
+  return [a.slice(0, na), b.slice(0, nb)];
 }
 
 abstract class BertTokenizerBase implements TextTokenizer {
@@ -54,26 +62,105 @@ abstract class BertTokenizerBase implements TextTokenizer {
   }
 }
 
-/** `tokenizer.json` through `@huggingface/tokenizers` (reproduces Hugging Face's ids). */
-class JsonTokenizer extends BertTokenizerBase {
+/** One item of a post-processor template: special tokens' ids, or sequence A / B, with a type id. */
+type TemplatePiece = { ids: number[]; typeId: number } | { sequence: 'A' | 'B'; typeId: number };
+interface Template {
+  single: TemplatePiece[];
+  pair: TemplatePiece[];
+}
+
+/**
+ * The special-token template of `tokenizer.json`'s `post_processor`: `TemplateProcessing` as declared,
+ * `BertProcessing` (`[CLS] A [SEP] B [SEP]`, types 0 then 1), `RobertaProcessing` (`<s> A </s></s> B </s>`,
+ * all type 0, as transformers gives RoBERTa), or the first of these in a `Sequence`.
+ */
+function parseTemplate(pp: any, file: string, fallback: () => Template): Template {
+  if (!pp) return fallback();
+  switch (pp.type) {
+    case 'Sequence': {
+      const inner = (pp.processors ?? []).find((p: any) => ['TemplateProcessing', 'BertProcessing', 'RobertaProcessing'].includes(p?.type));
+      return inner ? parseTemplate(inner, file, fallback) : fallback();
+    }
+    case 'BertProcessing':
+    case 'RobertaProcessing': {
+      const cls = { ids: [Number(pp.cls[1])], typeId: 0 };
+      const sep = { ids: [Number(pp.sep[1])], typeId: 0 };
+      const roberta = pp.type === 'RobertaProcessing';
+      const sep1 = { ...sep, typeId: roberta ? 0 : 1 };
+      return {
+        single: [cls, { sequence: 'A', typeId: 0 }, sep],
+        pair: roberta ? [cls, { sequence: 'A', typeId: 0 }, sep, sep, { sequence: 'B', typeId: 0 }, sep] : [cls, { sequence: 'A', typeId: 0 }, sep, { sequence: 'B', typeId: 1 }, sep1],
+      };
+    }
+    case 'TemplateProcessing': {
+      const items = (list: any[], field: string): TemplatePiece[] =>
+        list.map((it, i) => {
+          if (it.Sequence) return { sequence: it.Sequence.id === 'B' ? 'B' : 'A', typeId: Number(it.Sequence.type_id ?? 0) };
+          const sp = pp.special_tokens?.[it.SpecialToken?.id];
+          if (!sp || !Array.isArray(sp.ids)) throw new Error(`${file}: field 'post_processor.${field}[${i}]' names special token ${JSON.stringify(it.SpecialToken?.id)}, not in 'post_processor.special_tokens'`);
+          return { ids: sp.ids.map(Number), typeId: Number(it.SpecialToken.type_id ?? 0) };
+        });
+      return { single: items(pp.single ?? [], 'single'), pair: items(pp.pair ?? [], 'pair') };
+    }
+    default:
+      return fallback();
+  }
+}
+
+const specialCount = (t: TemplatePiece[]) => t.reduce((n, p) => n + ('ids' in p ? p.ids.length : 0), 0);
+/** `tokenizer_config.json`'s token fields are a string or `{ content }`. */
+const tokenText = (v: unknown): string | undefined => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : undefined);
+
+/**
+ * `tokenizer.json` through `@huggingface/tokenizers` (its normalizer, pre-tokenizer and model reproduce
+ * Hugging Face's pieces); the post-processor's template and `longest_first` truncation are applied here,
+ * since the library does not truncate.
+ */
+class JsonTokenizer implements TextTokenizer {
   clsId: number;
   sepId: number;
   padId: number;
   vocabSize: number;
-  constructor(private readonly tok: HfTokenizer, vocab: Record<string, number>, file: string) {
-    super();
-    const id = (t: string) => {
-      const v = vocab[t];
-      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token`);
+  private readonly template: Template;
+  constructor(private readonly tok: HfTokenizer, json: any, cfg: Record<string, unknown>, file: string) {
+    const id = (t: string, field: string) => {
+      const v = tok.token_to_id(t);
+      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token (${field})`);
       return v;
     };
-    this.clsId = id('[CLS]');
-    this.sepId = id('[SEP]');
-    this.padId = id('[PAD]');
-    this.vocabSize = Object.keys(vocab).length;
+    const cls = tokenText(cfg['cls_token']) ?? '[CLS]';
+    const sep = tokenText(cfg['sep_token']) ?? '[SEP]';
+    this.template = parseTemplate(json.post_processor, file, () => {
+      const [c, s] = [id(cls, 'cls_token'), id(sep, 'sep_token')];
+      return {
+        single: [{ ids: [c], typeId: 0 }, { sequence: 'A', typeId: 0 }, { ids: [s], typeId: 0 }],
+        pair: [{ ids: [c], typeId: 0 }, { sequence: 'A', typeId: 0 }, { ids: [s], typeId: 0 }, { sequence: 'B', typeId: 1 }, { ids: [s], typeId: 1 }],
+      };
+    });
+    const specials = this.template.single.filter((p): p is { ids: number[]; typeId: number } => 'ids' in p);
+    this.clsId = specials[0]?.ids[0] ?? id(cls, 'cls_token');
+    this.sepId = specials[specials.length - 1]?.ids.at(-1) ?? id(sep, 'sep_token');
+    // The padding token: tokenizer_config.json's pad_token, else tokenizer.json's padding, else [PAD].
+    const pad = tokenText(cfg['pad_token']);
+    this.padId = pad !== undefined ? id(pad, 'pad_token') : Number.isInteger(json.padding?.pad_id) ? json.padding.pad_id : id('[PAD]', 'pad_token');
+    this.vocabSize = tok.get_vocab().size;
   }
   pieces(text: string): number[] {
     return this.tok.encode(text, { add_special_tokens: false }).ids;
+  }
+  encode(text: string, pair?: string, maxLength = 512): Encoded {
+    const template = pair === undefined ? this.template.single : this.template.pair;
+    const [a, b] = truncatePair(this.pieces(text), pair === undefined ? undefined : this.pieces(pair), maxLength, specialCount(template));
+    const inputIds: number[] = [];
+    const tokenTypeIds: number[] = [];
+    for (const p of template) {
+      const ids = 'ids' in p ? p.ids : p.sequence === 'A' ? a : (b ?? []);
+      for (const i of ids) {
+        inputIds.push(i);
+        tokenTypeIds.push(p.typeId);
+      }
+    }
+    return { inputIds, tokenTypeIds };
   }
 }
 
@@ -170,9 +257,8 @@ export async function loadTokenizer(dir: string): Promise<TextTokenizer> {
   const cfg = existsSync(cfgFile) ? JSON.parse(await fs.readFile(cfgFile, 'utf8')) : {};
   if (existsSync(jsonFile)) {
     const json = JSON.parse(await fs.readFile(jsonFile, 'utf8'));
-    const vocab = json?.model?.vocab;
-    if (!vocab || typeof vocab !== 'object') throw new Error(`${jsonFile}: field 'model.vocab' must be the WordPiece vocabulary`);
-    return new JsonTokenizer(new HfTokenizer(json, cfg), vocab, jsonFile);
+    if (!json?.model || typeof json.model !== 'object') throw new Error(`${jsonFile}: field 'model' must be the tokenizer model (WordPiece, BPE, Unigram)`);
+    return new JsonTokenizer(new HfTokenizer(json, cfg), json, cfg, jsonFile);
   }
   const vocabFile = path.join(dir, 'vocab.txt');
   if (!existsSync(vocabFile)) throw new Error(`${dir}: no tokenizer.json or vocab.txt`);

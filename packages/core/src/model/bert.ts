@@ -1,6 +1,7 @@
 import { tf, type Tensor, type Tensor1D, type Tensor2D, type Tensor3D } from '../tf.js';
 import type { BertConfig } from './config.js';
-import { addLayerNorm, attention, dropout, expectShape, gelu, layerNorm, linear, Rng } from './ops.js';
+import type { ModelFamily } from './families/family.js';
+import { addLayerNorm, attention, dropout, expectShape, gelu, geluNew, layerNorm, linear, Rng } from './ops.js';
 
 /**
  * A tokenized batch, padded to its longest sequence. Plain arrays (row-major `[batchSize, seqLen]`), so
@@ -84,6 +85,9 @@ export function encoderLinearNames(config: BertConfig): string[] {
   return names;
 }
 
+/** The linear map from the embedding size to the hidden size (ELECTRA's `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`). */
+export const EMBEDDINGS_PROJECT = `${P}embeddings_project`;
+
 /** True for parameters stored as `[in, out]` kernels (Hugging Face stores them `[out, in]`). */
 export function isLinearWeight(name: string, shape: readonly number[]): boolean {
   return shape.length === 2 && name.endsWith('.weight') && !name.includes('embeddings.');
@@ -96,6 +100,11 @@ export function isLinearWeight(name: string, shape: readonly number[]): boolean 
  */
 export class BertModel {
   readonly params = new Map<string, tf.Variable>();
+  /**
+   * The family adapter the model was loaded with (`model/families`), used to save it under the
+   * family's names; when unset, the built-in family of `config.modelType`.
+   */
+  family?: ModelFamily;
 
   constructor(
     public config: BertConfig,
@@ -127,9 +136,13 @@ export class BertModel {
     const H = c.hiddenSize;
     const d = c.attentionHeadSize;
     const want = (name: string, shape: number[]) => expectShape(`parameter '${name}'`, this.param(name), shape);
-    want(`${P}embeddings.word_embeddings.weight`, [c.vocabSize, H]);
-    want(`${P}embeddings.position_embeddings.weight`, [c.maxPositionEmbeddings, H]);
-    want(`${P}embeddings.token_type_embeddings.weight`, [c.typeVocabSize, H]);
+    const E = c.embeddingSize;
+    want(`${P}embeddings.word_embeddings.weight`, [c.vocabSize, E]);
+    want(`${P}embeddings.position_embeddings.weight`, [c.maxPositionEmbeddings, E]);
+    if (c.arch.tokenTypes || this.params.has(`${P}embeddings.token_type_embeddings.weight`)) want(`${P}embeddings.token_type_embeddings.weight`, [c.typeVocabSize, E]);
+    want(`${P}embeddings.LayerNorm.weight`, [E]);
+    if (c.arch.embeddingProjection) want(`${EMBEDDINGS_PROJECT}.weight`, [E, H]);
+    else if (E !== H) throw new Error(`config: embedding size ${E} differs from hidden size ${H} without an embedding projection`);
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const n = layerParamNames(l);
       const A = c.layerHeads[l]! * d;
@@ -173,7 +186,25 @@ export class BertModel {
     const d = c.attentionHeadSize;
     const { inputIds, attentionMask, tokenTypeIds } = BertModel.toTensors(batch);
     const [B, T] = [batch.batchSize, batch.seqLen];
-    if (T > c.maxPositionEmbeddings) throw new Error(`batch: sequence length ${T} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+    const E = c.embeddingSize;
+    const arch = c.arch;
+    const project = arch.embeddingProjection;
+    // RoBERTa's position ids: padTokenId + 1 + (index among the non-padding tokens), padTokenId on padding.
+    let positionIds: Int32Array | undefined;
+    if (arch.positions === 'padding-offset') {
+      positionIds = new Int32Array(B * T);
+      let maxId = 0;
+      for (let b = 0; b < B; b++) {
+        let n = 0;
+        for (let t = 0; t < T; t++) {
+          const i = b * T + t;
+          positionIds[i] = batch.inputIds[i] === c.padTokenId ? c.padTokenId : c.padTokenId + ++n;
+          if (positionIds[i]! > maxId) maxId = positionIds[i]!;
+        }
+      }
+      if (maxId >= c.maxPositionEmbeddings) throw new Error(`batch: position id ${maxId} (sequence length ${T} after pad_token_id ${c.padTokenId}) exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+    } else if (T > c.maxPositionEmbeddings) throw new Error(`batch: sequence length ${T} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+    const act = arch.hiddenAct === 'gelu_new' ? geluNew : gelu;
     // A block with no units left outputs its bias alone. Without dropout, the residual add broadcasts it
     // for free; tf.broadcastTo is a Tile, which took half the forward time of a compacted model on wasm.
     const biasOnly = (name: string): Tensor =>
@@ -213,21 +244,29 @@ export class BertModel {
 
     // Embeddings (in a tidy: the gathers' reshaped sources go with it).
     let x: Tensor = tf.tidy(() => {
-      const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, H]);
-      const positions = tf.slice(p(`${P}embeddings.position_embeddings.weight`), [0, 0], [T, H]);
+      const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, E]);
+      const positionTable = p(`${P}embeddings.position_embeddings.weight`);
+      const positions = positionIds
+        ? tf.gather(positionTable, tf.tensor1d(positionIds, 'int32')).reshape([B, T, E])
+        : tf.slice(positionTable, [0, 0], [T, E]);
       // One token type in the whole batch (single-sentence tasks): its row is added to the positions,
-      // [T, H], instead of gathering a [B, T, H] copy of it.
-      const type0 = batch.tokenTypeIds[0] ?? 0;
-      const oneType = batch.tokenTypeIds.every((t) => t === type0);
-      if (oneType && !(type0 >= 0 && type0 < c.typeVocabSize)) throw new Error(`batch.tokenTypeIds: ${type0} is not in [0, ${c.typeVocabSize - 1}] (type_vocab_size ${c.typeVocabSize})`);
-      const typeTable = p(`${P}embeddings.token_type_embeddings.weight`);
-      const types = oneType ? tf.slice(typeTable, [type0, 0], [1, H]) : tf.gather(typeTable, tokenTypeIds.reshape([-1])).reshape([B, T, H]);
-      const positionsAndTypes = tf.add(positions, types);
+      // [T, H], instead of gathering a [B, T, H] copy of it. Families without token types add type 0's
+      // row when they have a table (RoBERTa's type_vocab_size 1), nothing when they have none (DistilBERT).
+      const typeTable = this.params.get(`${P}embeddings.token_type_embeddings.weight`);
+      const type0 = arch.tokenTypes ? (batch.tokenTypeIds[0] ?? 0) : 0;
+      const oneType = !arch.tokenTypes || batch.tokenTypeIds.every((t) => t === type0);
+      if (typeTable && oneType && !(type0 >= 0 && type0 < c.typeVocabSize)) throw new Error(`batch.tokenTypeIds: ${type0} is not in [0, ${c.typeVocabSize - 1}] (type_vocab_size ${c.typeVocabSize})`);
+      const types = !typeTable ? undefined : oneType ? tf.slice(typeTable, [type0, 0], [1, E]) : tf.gather(typeTable, tokenTypeIds.reshape([-1])).reshape([B, T, E]);
+      const positionsAndTypes = types ? tf.add(positions, types) : positions;
       // As CoFi: LayerNorm over the kept dimensions, then the hidden mask (once; the same for a 0/1 mask
       // however often it is applied, but a learned fractional mask must be applied exactly once to fold).
       const summed = tf.add(words, positionsAndTypes);
-      release(words, positions, types, positionsAndTypes);
-      return drop(consume(summed, (t) => ln(t, `${P}embeddings.LayerNorm`)), c.hiddenDropoutProb);
+      release(words, positions, ...(types ? [types, positionsAndTypes] : []));
+      if (!project) return drop(consume(summed, (t) => ln(t, `${P}embeddings.LayerNorm`)), c.hiddenDropoutProb);
+      // Factorized embeddings: LayerNorm over the embedding size, then the projection to the hidden size,
+      // whose output is what the hidden mask scales.
+      const normed = drop(consume(summed, (t) => layerNorm(t, p(`${P}embeddings.LayerNorm.weight`), p(`${P}embeddings.LayerNorm.bias`), c.layerNormEps)), c.hiddenDropoutProb);
+      return scaleHidden(consume(normed, (t) => linear(t, w(EMBEDDINGS_PROJECT), p(`${EMBEDDINGS_PROJECT}.bias`), EMBEDDINGS_PROJECT)));
     });
     const hiddenStates: Tensor3D[] = outputHiddenStates ? [x as Tensor3D] : [];
 
@@ -264,13 +303,13 @@ export class BertModel {
       // FFN block.
       let ffn: Tensor;
       if (inter > 0) {
-        let act = consume(linear(mid, w(n.inter), p(`${n.inter}.bias`), n.inter), gelu);
+        let a = consume(linear(mid, w(n.inter), p(`${n.inter}.bias`), n.inter), act);
         const nm = masks.neuronMask?.[l];
         if (nm) {
           expectShape(`masks.neuronMask[${l}]`, nm, [inter]);
-          act = consume(act, (t) => tf.mul(t, nm));
+          a = consume(a, (t) => tf.mul(t, nm));
         }
-        ffn = consume(act, (t) => linear(t, w(n.out), p(`${n.out}.bias`), n.out));
+        ffn = consume(a, (t) => linear(t, w(n.out), p(`${n.out}.bias`), n.out));
       } else {
         ffn = biasOnly(`${n.out}.bias`);
       }
@@ -293,10 +332,14 @@ export class BertModel {
     const out: ForwardOutput = { sequenceOutput: x as Tensor3D };
     if (outputHiddenStates) out.hiddenStates = hiddenStates;
     if (this.hasPooler) {
-      const cls = clsOf(x as Tensor3D);
-      out.pooled = tf.tanh(linear(cls, w(`${P}pooler.dense`), p(`${P}pooler.dense.bias`), 'pooler')) as Tensor2D;
+      // The head's dense layer on the first token (BERT's pooler; RoBERTa's and ELECTRA's classifier.dense
+      // after a dropout; DistilBERT's pre_classifier), its activation, dropout, then the classifier.
+      const rate = c.classifierDropout ?? c.hiddenDropoutProb;
+      const first = arch.head.dropoutBeforeDense ? drop(clsOf(x as Tensor3D), rate) : clsOf(x as Tensor3D);
+      const dense = linear(first, w(`${P}pooler.dense`), p(`${P}pooler.dense.bias`), 'pooler');
+      const headAct = arch.head.activation;
+      out.pooled = (headAct === 'tanh' ? tf.tanh(dense) : headAct === 'relu' ? tf.relu(dense) : gelu(dense)) as Tensor2D;
       if (this.hasClassifier) {
-        const rate = c.classifierDropout ?? c.hiddenDropoutProb;
         out.logits = linear(drop(out.pooled, rate), w('classifier'), p('classifier.bias'), 'classifier') as Tensor2D;
       }
     }
@@ -313,6 +356,7 @@ export class BertModel {
     const copy = new Map<string, Tensor>();
     for (const [n, v] of this.params) copy.set(n, tf.clone(v));
     const m = new BertModel(structuredClone(this.config), copy);
+    m.family = this.family;
     for (const t of copy.values()) t.dispose();
     return m;
   }

@@ -32,7 +32,49 @@ export interface BertConfig {
   prunedHeads: Record<string, number[]>;
   /** The raw config.json, so fields we do not model survive a round trip. */
   raw: Record<string, unknown>;
+  /** The checkpoint's family (`model_type`); its adapter maps names and config fields (`model/families`). */
+  modelType: string;
+  /** Width of the embedding tables (ELECTRA, ALBERT factorize them; else `hiddenSize`). */
+  embeddingSize: number;
+  /** `pad_token_id` (RoBERTa's position ids count from it). */
+  padTokenId: number;
+  /** What the family's embeddings, activation and head compute (declarative: exporters switch on it). */
+  arch: EncoderArchitecture;
 }
+
+/**
+ * The parts of an encoder that differ between families, as data. One encoder implementation
+ * (`BertModel`) reads it; an exporter (ONNX) can switch on it the same way.
+ */
+export interface EncoderArchitecture {
+  /**
+   * `absolute`: position ids 0..T-1 (BERT). `padding-offset`: RoBERTa's, `padTokenId + 1 + i` counting
+   * only non-padding tokens, `padTokenId` on padding.
+   */
+  positions: 'absolute' | 'padding-offset';
+  /** Whether token type ids are read; when not, type 0's row is added if the table exists. */
+  tokenTypes: boolean;
+  /** A linear map `embeddingSize -> hiddenSize` after the embedding LayerNorm (`bert.embeddings_project`). */
+  embeddingProjection: boolean;
+  /** The FFN activation: exact erf GELU, or the tanh approximation (`gelu_new`, ALBERT). */
+  hiddenAct: 'gelu' | 'gelu_new';
+  /**
+   * The classification head on the first token: `dense -> activation -> classifier`, with the dense
+   * layer at `bert.pooler.dense` (BERT's pooler, RoBERTa's `classifier.dense`, DistilBERT's
+   * `pre_classifier`) and the last at `classifier`. `dropoutBeforeDense`: dropout on the first token too.
+   */
+  head: { activation: 'tanh' | 'gelu' | 'relu'; dropoutBeforeDense: boolean };
+  /** ALBERT: the checkpoint's layers share `groups` sets of weights (unshared at load, see README). */
+  sharedLayerGroups?: number;
+}
+
+export const BERT_ARCHITECTURE: EncoderArchitecture = {
+  positions: 'absolute',
+  tokenTypes: true,
+  embeddingProjection: false,
+  hiddenAct: 'gelu',
+  head: { activation: 'tanh', dropoutBeforeDense: false },
+};
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -54,6 +96,17 @@ export function parseBertConfig(raw: Record<string, unknown>, file = 'config.jso
   if (raw['hidden_act'] !== undefined && raw['hidden_act'] !== 'gelu') {
     throw new ConfigError(`${file}: field 'hidden_act' must be "gelu" (exact erf GELU), got ${JSON.stringify(raw['hidden_act'])}`);
   }
+  const c = parseEncoderConfig(raw, file);
+  c.embeddingSize = c.hiddenSize; // BERT does not factorize its embeddings
+  return c;
+}
+
+/**
+ * The encoder fields of a config in BERT's field names (`hidden_size`, `num_hidden_layers`...), for any
+ * family: a family adapter renames its fields to these first. `architectures[0]` is read by its suffix
+ * (`RobertaForSequenceClassification` is a sequence classifier).
+ */
+export function parseEncoderConfig(raw: Record<string, unknown>, file = 'config.json'): BertConfig {
   const hiddenSize = need(raw, 'hidden_size', file, isPosInt, 'a positive integer');
   const numHiddenLayers = need(raw, 'num_hidden_layers', file, isPosInt, 'a positive integer');
   const numAttentionHeads = need(raw, 'num_attention_heads', file, isPosInt, 'a positive integer');
@@ -84,7 +137,8 @@ export function parseBertConfig(raw: Record<string, unknown>, file = 'config.jso
   const layerIntermediate = perLayer('topiary_layer_intermediate', () => intermediateSize);
   let id2label: string[] = [];
   const i2l = raw['id2label'];
-  const arch = Array.isArray(raw['architectures']) ? String((raw['architectures'] as unknown[])[0]) : 'BertModel';
+  const archName = Array.isArray(raw['architectures']) ? String((raw['architectures'] as unknown[])[0]) : 'BertModel';
+  const arch = archName.endsWith('ForSequenceClassification') ? 'BertForSequenceClassification' : archName.endsWith('ForMaskedLM') ? 'BertForMaskedLM' : archName;
   if (i2l && typeof i2l === 'object' && arch === 'BertForSequenceClassification') {
     const entries = Object.entries(i2l as Record<string, string>);
     id2label = new Array<string>(entries.length);
@@ -120,6 +174,10 @@ export function parseBertConfig(raw: Record<string, unknown>, file = 'config.jso
     architecture,
     prunedHeads,
     raw,
+    modelType: 'bert',
+    embeddingSize: isPosInt(raw['embedding_size']) ? (raw['embedding_size'] as number) : hiddenSize,
+    padTokenId: Number.isInteger(raw['pad_token_id']) ? (raw['pad_token_id'] as number) : 0,
+    arch: structuredClone(BERT_ARCHITECTURE),
   };
 }
 

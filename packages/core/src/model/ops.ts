@@ -29,6 +29,11 @@ export function gelu(x: Tensor): Tensor {
   return fusedGelu(x) ?? tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))));
 }
 
+/** GELU's tanh approximation, Hugging Face's "gelu_new" (ALBERT): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))). */
+export function geluNew(x: Tensor): Tensor {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))))))));
+}
+
 /**
  * LayerNorm over the last axis. With `keep` (a 0/1 vector over the last axis) it normalizes the kept
  * entries over the kept entries only and leaves the dropped ones 0, which is what a pruned hidden

@@ -3,6 +3,7 @@ import { provide, type TopiaryPlugin } from './plugin.js';
 import { CubicScheduler, IterativeScheduler, OneShotScheduler } from '../pruning/schedulers.js';
 import { CrossEntropyLoss, KdLoss, type KdOptions } from '../engine/losses.js';
 import { StructuredPruner, UnstructuredPruner } from '../pruning/structured.js';
+import { BUILTIN_FAMILIES } from '../model/families/index.js';
 
 /** Core's own components, registered into every run's container like any plugin. */
 export function corePlugin(): TopiaryPlugin {
@@ -32,6 +33,8 @@ export function corePlugin(): TopiaryPlugin {
         description: 'unstructured pruning of encoder weights by any weight criterion, per matrix or global, one-shot or iterative, with fine-tuning',
         create: (o) => new UnstructuredPruner(o),
       });
+      // Families take no options: model_type selects one, its config.json configures it.
+      for (const f of BUILTIN_FAMILIES) provide(container, { kind: 'family', id: f.id, description: f.description, create: () => f });
     },
   };
 }

@@ -1,5 +1,6 @@
 import { container as rootContainer, injectAll, injectable, type DependencyContainer } from 'tsyringe';
 import type { ResolvePlugin } from '../contracts.js';
+import type { ModelFamily } from '../model/families/family.js';
 import { pluginOf, registerPlugins, type TopiaryPlugin } from './plugin.js';
 import { COMPONENT_KINDS, TOKENS, type ComponentDefinition, type ComponentInstance, type ComponentKind } from './tokens.js';
 
@@ -20,8 +21,9 @@ export class PluginRegistry implements ResolvePlugin {
     @injectAll(TOKENS.scheduler, { isOptional: true }) schedulers: ComponentDefinition<'scheduler'>[],
     @injectAll(TOKENS.loss, { isOptional: true }) losses: ComponentDefinition<'loss'>[],
     @injectAll(TOKENS.pruner, { isOptional: true }) pruners: ComponentDefinition<'pruner'>[],
+    @injectAll(TOKENS.family, { isOptional: true }) families: ComponentDefinition<'family'>[],
   ) {
-    this.byKind = { criterion: criteria ?? [], scheduler: schedulers ?? [], loss: losses ?? [], pruner: pruners ?? [] };
+    this.byKind = { criterion: criteria ?? [], scheduler: schedulers ?? [], loss: losses ?? [], pruner: pruners ?? [], family: families ?? [] };
   }
 
   list(): ComponentListing[] {
@@ -58,6 +60,10 @@ export class PluginRegistry implements ResolvePlugin {
   }
   pruner(id: string, options?: Record<string, unknown>) {
     return this.create('pruner', id, options);
+  }
+  /** Every registered family adapter (what `loadBert` selects from by `model_type`). */
+  families(): ModelFamily[] {
+    return this.byKind.family.map((d) => this.create('family', d.id));
   }
 }
 

@@ -1,14 +1,17 @@
 import type { InjectionToken } from 'tsyringe';
 import type { DistillationLoss, ImportanceCriterion, MaskScheduler, Pruner } from '../contracts.js';
+import type { ModelFamily } from '../model/families/family.js';
 
 /** The kinds of component a plugin contributes, each resolved by string id. */
-export type ComponentKind = 'criterion' | 'scheduler' | 'loss' | 'pruner';
+export type ComponentKind = 'criterion' | 'scheduler' | 'loss' | 'pruner' | 'family';
 
 export interface ComponentInstance {
   criterion: ImportanceCriterion;
   scheduler: MaskScheduler;
   loss: DistillationLoss;
   pruner: Pruner;
+  /** An architecture of the BERT family (`model_type`): its adapter to the one encoder. */
+  family: ModelFamily;
 }
 
 /** A registration: an id, a description and a factory from options to the component. */
@@ -25,8 +28,9 @@ export const TOKENS = {
   scheduler: Symbol.for('topiary.scheduler') as InjectionToken<ComponentDefinition<'scheduler'>>,
   loss: Symbol.for('topiary.loss') as InjectionToken<ComponentDefinition<'loss'>>,
   pruner: Symbol.for('topiary.pruner') as InjectionToken<ComponentDefinition<'pruner'>>,
+  family: Symbol.for('topiary.family') as InjectionToken<ComponentDefinition<'family'>>,
   /** The registry built from everything above (see `PluginRegistry`). */
   registry: Symbol.for('topiary.registry') as InjectionToken<unknown>,
 } as const;
 
-export const COMPONENT_KINDS: readonly ComponentKind[] = ['criterion', 'scheduler', 'loss', 'pruner'];
+export const COMPONENT_KINDS: readonly ComponentKind[] = ['criterion', 'scheduler', 'loss', 'pruner', 'family'];

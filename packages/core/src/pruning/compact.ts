@@ -1,5 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
-import { BertModel, layerParamNames } from '../model/bert.js';
+import { BertModel, EMBEDDINGS_PROJECT, layerParamNames } from '../model/bert.js';
 import type { BertConfig } from '../model/config.js';
 import type { MaskSet } from './masks.js';
 
@@ -23,8 +23,12 @@ export function compactedParamCount(model: BertModel, masks: MaskSet): number {
   const c = model.config;
   const h = indicesOf(masks.hiddenMask).length;
   const d = c.attentionHeadSize;
-  // Embedding tables and every LayerNorm keep the kept hidden dimensions.
-  let n = (c.vocabSize + c.maxPositionEmbeddings + c.typeVocabSize) * h + 2 * h * (1 + 2 * c.numHiddenLayers);
+  // Embedding tables and every LayerNorm keep the kept hidden dimensions; factorized embeddings keep
+  // theirs whole and their projection loses output columns.
+  const types = model.params.has('bert.embeddings.token_type_embeddings.weight') ? c.typeVocabSize : 0;
+  const E = c.arch.embeddingProjection ? c.embeddingSize : h;
+  let n = (c.vocabSize + c.maxPositionEmbeddings + types) * E + 2 * E + 2 * h * 2 * c.numHiddenLayers;
+  if (c.arch.embeddingProjection) n += E * h + h;
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const a = masks.mhaMask[l] === 0 ? 0 : indicesOf(masks.headMask[l]!).length * d;
     const i = masks.ffnMask[l] === 0 ? 0 : indicesOf(masks.neuronMask[l]!).length;
@@ -57,6 +61,8 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const out = new Map<string, Tensor>();
   const config: BertConfig = structuredClone(c);
   config.hiddenSize = hKeep.length;
+  // Unfactorized embeddings are as wide as the hidden size.
+  if (!c.arch.embeddingProjection) config.embeddingSize = hKeep.length;
   const newHeads: number[] = [];
   const newInter: number[] = [];
   const data = (n: string): Float32Array => {
@@ -82,16 +88,22 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const put = (n: string, t: Tensor) => out.set(n, t);
   const all = (k: number) => Array.from({ length: k }, (_, i) => i);
 
-  // Embeddings: the kept dimensions of the three tables (the hidden mask scales the LayerNorm output, folded below).
-  for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
-    const n = `bert.embeddings.${e}.weight`;
-    put(n, take(data(n), shape(n), null, hKeep));
-  }
   // LayerNorm outputs are scaled by the hidden mask afterwards: fold into gamma and beta.
   const lnFold = (name: string) => {
     for (const part of ['weight', 'bias']) put(`${name}.${part}`, take(data(`${name}.${part}`), [H], null, hKeep, hScale));
   };
-  lnFold('bert.embeddings.LayerNorm');
+  const tables = ['word_embeddings', 'position_embeddings', 'token_type_embeddings'].map((e) => `bert.embeddings.${e}.weight`).filter((n) => model.params.has(n));
+  if (c.arch.embeddingProjection) {
+    // Factorized embeddings: tables and LayerNorm stay; the projection's output is the hidden dimension.
+    for (const n of [...tables, 'bert.embeddings.LayerNorm.weight', 'bert.embeddings.LayerNorm.bias']) put(n, model.param(n).clone());
+    const pw = `${EMBEDDINGS_PROJECT}.weight`;
+    put(pw, take(data(pw), shape(pw), null, hKeep, hScale));
+    put(`${EMBEDDINGS_PROJECT}.bias`, take(data(`${EMBEDDINGS_PROJECT}.bias`), [H], null, hKeep, hScale));
+  } else {
+    // Embeddings: the kept dimensions of the tables (the hidden mask scales the LayerNorm output, folded below).
+    for (const n of tables) put(n, take(data(n), shape(n), null, hKeep));
+    lnFold('bert.embeddings.LayerNorm');
+  }
 
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const n = layerParamNames(l);
@@ -142,7 +154,9 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   // Hugging Face derives the head size from hidden_size / num_attention_heads; keep it explicit.
   config.attentionHeadSize = d;
   try {
-    return new BertModel(config, out);
+    const small = new BertModel(config, out);
+    small.family = model.family;
+    return small;
   } finally {
     for (const t of out.values()) t.dispose();
   }

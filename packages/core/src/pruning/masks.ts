@@ -136,7 +136,9 @@ export function sparsityOf(model: BertModel, masks: MaskSet): SparsityReport {
   let otherKept = 0;
   for (const [name, v] of model.params) {
     if (/encoder\.layer\.\d+\.(attention\.(self|output\.dense)|intermediate|output\.dense)/.test(name)) continue;
-    const hDims = name === 'bert.pooler.dense.weight' ? 2 : name === 'classifier.weight' || v.shape[v.shape.length - 1] === H ? 1 : 0;
+    // Factorized embeddings (ELECTRA, ALBERT) keep their tables whole: only the projection shrinks.
+    const factorized = c.arch.embeddingProjection && name.startsWith('bert.embeddings.');
+    const hDims = factorized ? 0 : name === 'bert.pooler.dense.weight' ? 2 : name === 'classifier.weight' || v.shape[v.shape.length - 1] === H ? 1 : 0;
     otherKept += hDims === 0 ? v.size : (v.size / H ** hDims) * hKept ** hDims;
   }
   const remainingTotal = encoderKept + otherKept;
