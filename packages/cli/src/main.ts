@@ -17,6 +17,7 @@ import {
   loadDataset,
   loadMasks,
   loadTokenizer,
+  prepareOutput,
   runFinetune,
   nativeGemm,
   runPruning,
@@ -203,6 +204,7 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'seed', (v: string) => Number.parseInt(v, 10), 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
     .option('--checkpoint-every <n>', 'save every N steps', int('--checkpoint-every'))
+    .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
     .action(async (dir: string, o: Record<string, any>) => {
       await backend();
       const spec = {
@@ -220,6 +222,7 @@ export function buildProgram(): Command {
         out: o['out'],
         ...(o['evalEvery'] ? { evalEvery: o['evalEvery'] } : {}),
         ...(o['checkpointEvery'] ? { checkpointEvery: o['checkpointEvery'] } : {}),
+        ...(o['force'] ? { force: true } : {}),
       };
       const done = await drive(runFinetune(spec), globals().json);
       if (done?.type === 'run-completed' && !globals().json) {
@@ -232,7 +235,9 @@ export function buildProgram(): Command {
     .command('export <dir>')
     .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder')
     .requiredOption('--out <dir>', 'output folder')
-    .action(async (dir: string, o: { out: string }) => {
+    .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
+    .action(async (dir: string, o: { out: string; force: boolean }) => {
+      await prepareOutput(o.out, { kind: 'model', inputs: [dir], force: o.force, what: '--out' });
       await backend();
       // A run folder holds checkpoint/{model, masks.safetensors}; a checkpoint folder holds both directly.
       const ckpt = existsSync(path.join(dir, 'checkpoint', 'model')) ? path.join(dir, 'checkpoint') : dir;
@@ -243,7 +248,7 @@ export function buildProgram(): Command {
       // output bias), so checkpoints saved before pruners did this also export as smaller matrices.
       structureFromWeightMasks(model, masks);
       const small = compact(model, masks);
-      await saveBert(small, o.out, { tokenizerFrom: modelDir });
+      await saveBert(small, o.out, { tokenizerFrom: modelDir, force: o.force });
       const before = inspectModel(model);
       const after = inspectModel(small);
       model.dispose();
@@ -259,8 +264,10 @@ export function buildProgram(): Command {
     .command('run <config>')
     .description('a pruning run from a YAML or JSON config: progress, report.json and the compacted model in <out>/model')
     .option('--out <dir>', 'output folder (overrides the config\'s out)')
-    .action(async (file: string, o: { out?: string }) => {
+    .option('--force', 'write into an existing output folder that holds files Topiary did not write (only its own files are replaced)', false)
+    .action(async (file: string, o: { out?: string; force: boolean }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
+      if (o.force) spec.force = true;
       await backend();
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
       if (!registry.has('pruner', spec.method)) {

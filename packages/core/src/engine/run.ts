@@ -11,6 +11,7 @@ import { MaskSet, bindMasks } from '../pruning/masks.js';
 import { compact } from '../pruning/compact.js';
 import { saveMasks } from '../pruning/mask-io.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
+import { prepareOutput } from '../io/outputs.js';
 import { activeBackend } from '../backend/backend.js';
 import { evaluate } from './evaluate.js';
 import { budgetSteps, trainLoop } from './train.js';
@@ -56,6 +57,8 @@ export interface RunSpec {
   out: string;
   /** Save a checkpoint every N steps (0: only at the end of each phase). */
   checkpointEvery?: number;
+  /** Write into an existing `out` that holds files Topiary did not write (only Topiary's entries are replaced). */
+  force?: boolean;
 }
 
 export interface RunInputs {
@@ -107,14 +110,20 @@ export function disposeInputs(inputs: RunInputs): void {
 }
 
 /** Writes the masked model and its masks to `<out>/checkpoint` (atomically: a kill leaves the previous one). */
-export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string): Promise<string> {
+export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string, opts: { force?: boolean } = {}): Promise<string> {
   const dir = path.join(out, 'checkpoint');
   await writeDirAtomic(dir, async (tmp) => {
     await saveBert(model, path.join(tmp, 'model'), { tokenizerFrom });
     await saveMasks(masks, tmp);
     await fs.writeFile(path.join(tmp, 'state.json'), `${JSON.stringify({ step }, null, 2)}\n`);
-  });
+  }, { kind: 'checkpoint', ...(opts.force ? { force: true } : {}) });
   return dir;
+}
+
+/** Every file and folder a run reads: its output may not be, contain or be inside any of them. */
+export function runInputPaths(spec: { model: string; teacher?: string; pretrained?: string; data: DataSpec; options?: Record<string, unknown> }): string[] {
+  const optionFiles = ['resumeMasks', 'resumeFrom'].map((k) => spec.options?.[k]).filter((v): v is string => typeof v === 'string');
+  return [spec.model, spec.teacher, spec.pretrained, spec.data.train, spec.data.dev, spec.data.labels, ...optionFiles].filter((p): p is string => Boolean(p));
 }
 
 /**
@@ -126,6 +135,8 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
   return createRun(async (control) => {
     const started = Date.now();
     const backend = activeBackend()?.name ?? 'unknown';
+    // Before any model loads: a bad output fails now, not after the training.
+    await prepareOutput(spec.out, { kind: 'run', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
     const pruner = resolve.pruner(spec.method, {});
     const inputs = await loadRunInputs(spec);
     try {
@@ -152,11 +163,11 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
       };
       const result = await pruner.run(ctx);
       const sparsity = result.masks.sparsity(result.model);
-      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model);
+      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model, spec.force ? { force: true } : {});
       const small = compact(result.model, result.masks);
       try {
         const exported = path.join(spec.out, 'model');
-        await saveBert(small, exported, { tokenizerFrom: spec.model });
+        await saveBert(small, exported, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
         control.emit({ type: 'checkpoint-saved', step: -1, path: exported });
         const final = evaluate(small, dev, { batchSize: 128 });
         control.emit({ type: 'evaluated', step: -1, metrics: { accuracy: final.accuracy, macroF1: final.macroF1, loss: final.loss!, examples: final.examples }, label: 'exported model' });
@@ -202,6 +213,8 @@ export interface FinetuneSpec {
   out: string;
   checkpointEvery?: number;
   evalEvery?: number;
+  /** Write into an existing `out` that holds files Topiary did not write (only Topiary's entries are replaced). */
+  force?: boolean;
 }
 
 /**
@@ -211,6 +224,7 @@ export interface FinetuneSpec {
 export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observable<RunEvent> {
   return createRun(async (control) => {
     const started = Date.now();
+    await prepareOutput(spec.out, { kind: 'model', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
@@ -227,7 +241,7 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observabl
         phase: 'finetune',
         ...(spec.checkpointEvery ? { checkpointEvery: spec.checkpointEvery } : {}),
         saveCheckpoint: async () => {
-          await saveBert(model, spec.out, { tokenizerFrom: spec.model });
+          await saveBert(model, spec.out, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
           return spec.out;
         },
       });

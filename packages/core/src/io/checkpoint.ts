@@ -120,7 +120,7 @@ export function exportTensors(model: BertModel): Map<string, NamedTensor> {
  * Writes the model as a Hugging Face-style folder: config.json, model.safetensors and the tokenizer
  * files copied from `tokenizerFrom`. The folder is filled under a temporary name and renamed.
  */
-export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string> } = {}): Promise<void> {
+export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string>; force?: boolean } = {}): Promise<void> {
   await writeDirAtomic(dir, async (tmp) => {
     await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(serializeBertConfig(model.config), null, 2)}\n`);
     const chunks = serializeSafetensors(exportTensors(model));
@@ -132,5 +132,5 @@ export async function saveBert(model: BertModel, dir: string, opts: { tokenizerF
       }
     }
     for (const [f, text] of Object.entries(opts.extra ?? {})) await fs.writeFile(path.join(tmp, f), text);
-  });
+  }, { kind: 'model', ...(opts.force ? { force: true } : {}) });
 }
