@@ -27,6 +27,7 @@ export { writeDirAtomic, writeFileAtomic } from './io/atomic.js';
 export type { WriteDirOptions } from './io/atomic.js';
 export { MARKER_FILE, OutputError, foreignEntries, outputMarker, prepareOutput, pseudoFilesystem, readMarker, realPath, removeStaleTemps } from './io/outputs.js';
 export type { OutputMarker, PrepareOutputOptions } from './io/outputs.js';
+export { assertCheckpointFolder, assertFinite, assertTokenizerFits, checkpointLabels, defaultLabels, headLabels, readJsonFile } from './io/checks.js';
 
 export { DataError, Dataset, loadDataset, makeBatch, readExamples, readLabels } from './data/dataset.js';
 export type { EncodedExample, LoadDataOptions, ReadOptions, TextExample } from './data/dataset.js';
@@ -52,7 +53,7 @@ export type {
 } from './contracts.js';
 
 export { createRun, RunAborted } from './events.js';
-export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, SparsityReport } from './events.js';
+export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, RunFailure, SparsityReport } from './events.js';
 
 export { PluginError, componentDefinitions, pluginOf, provide, registerPlugins } from './plugins/plugin.js';
 export type { PluginFactory, TopiaryPlugin } from './plugins/plugin.js';

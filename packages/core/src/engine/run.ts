@@ -2,7 +2,8 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Observable } from 'rxjs';
 import { BertModel } from '../model/bert.js';
-import { loadBert, saveBert } from '../io/checkpoint.js';
+import { loadBert, readConfig, saveBert } from '../io/checkpoint.js';
+import { assertCheckpointFolder, assertTokenizerFits, checkpointLabels } from '../io/checks.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
 import { loadDataset, type Dataset, type ReadOptions } from '../data/dataset.js';
 import type { PruneContext, ResolvePlugin, TrainingOptions } from '../contracts.js';
@@ -78,16 +79,16 @@ async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string
   }
   for (const dir of [spec.teacher, spec.model]) {
     if (!dir) continue;
-    const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-    if (cfg.id2label && Array.isArray(cfg.architectures) && cfg.architectures[0] === 'BertForSequenceClassification') {
-      return Object.keys(cfg.id2label).sort((a, b) => Number(a) - Number(b)).map((k) => String(cfg.id2label[k]));
-    }
+    // A head without id2label predicts LABEL_i (never the data's sorted names, which may not match).
+    const labels = await checkpointLabels(dir, await readConfig(dir));
+    if (labels) return labels;
   }
   return undefined;
 }
 
 /** Loads the tokenizer, models and datasets a run names. */
 export async function loadRunInputs(spec: Pick<RunSpec, 'model' | 'teacher' | 'pretrained' | 'data' | 'seed'> & { training: Pick<TrainingOptions, 'maxLength'> }): Promise<RunInputs> {
+  for (const role of ['model', 'teacher', 'pretrained'] as const) if (spec[role]) await assertCheckpointFolder(spec[role], role);
   const tokenizer = await loadTokenizer(spec.model);
   let labels = await labelsFor(spec);
   const readOpts: ReadOptions = {};
@@ -98,8 +99,16 @@ export async function loadRunInputs(spec: Pick<RunSpec, 'model' | 'teacher' | 'p
   const dev = await loadDataset(spec.data.dev, tokenizer, { ...readOpts, maxLength: spec.training.maxLength, labels, ...(spec.data.devLimit ? { limit: spec.data.devLimit } : {}) });
   const model = await loadBert(spec.model, { labels, seed: spec.seed });
   const inputs: RunInputs = { tokenizer, model, train, dev, labels };
-  if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels });
-  if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained);
+  try {
+    if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels });
+    if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained);
+    for (const [m, dir] of [[model, spec.model], [inputs.teacher, spec.teacher], [inputs.pretrained, spec.pretrained]] as const) {
+      if (m && dir) assertTokenizerFits(tokenizer, m, dir, spec.model);
+    }
+  } catch (err) {
+    disposeInputs(inputs);
+    throw err;
+  }
   return inputs;
 }
 

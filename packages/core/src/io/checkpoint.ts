@@ -7,6 +7,7 @@ import { Rng } from '../model/ops.js';
 import { readSafetensors, type NamedTensor } from './safetensors.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
 import { serializeSafetensors } from './safetensors.js';
+import { assertBertTensors, assertCheckpointFolder, assertFinite, headLabels, inFile } from './checks.js';
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'vocab.txt', 'special_tokens_map.json'];
 
@@ -23,6 +24,7 @@ export interface LoadOptions {
 
 /** Reads `config.json` of a checkpoint folder. */
 export async function readConfig(dir: string): Promise<BertConfig> {
+  await assertCheckpointFolder(dir);
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
@@ -36,6 +38,7 @@ export async function readConfig(dir: string): Promise<BertConfig> {
   } catch (err) {
     throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
   }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: expected a JSON object (a Hugging Face model config), got ${JSON.stringify(raw)}`);
   return parseBertConfig(raw, file);
 }
 
@@ -64,19 +67,23 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
   const config = await readConfig(dir);
   const file = path.join(dir, 'model.safetensors');
   if (!existsSync(file)) throw new ConfigError(`${file}: not found (only safetensors checkpoints are supported)`);
-  const raw = await readSafetensors(file);
+  // Integer buffers (position_ids, token_type_ids) are not weights: skipped.
+  const raw = await readSafetensors(file, { onSkipped: () => {} });
   const tensors = new Map<string, Tensor>();
   const rng = new Rng(opts.seed ?? 42);
   try {
     for (const [name, t] of raw) {
       const n = canonicalName(name);
       if (!n) continue;
+      assertFinite(name, t.data, file);
       const hf = tf.tensor(t.data, t.shape, 'float32');
       // Hugging Face stores linear weights [out, in]; we hold [in, out].
       tensors.set(n, isLinearWeight(n, t.shape) ? tf.transpose(hf) : hf);
       if (isLinearWeight(n, t.shape)) hf.dispose();
     }
     const H = config.hiddenSize;
+    const head = tensors.get('classifier.weight');
+    if (head) config.id2label = headLabels(config, head.shape[1]!, path.join(dir, 'config.json'));
     if (!tensors.has('bert.pooler.dense.weight') && opts.labels) {
       // MLM checkpoints carry no pooler: a fresh one, as Hugging Face initialises it.
       tensors.set('bert.pooler.dense.weight', tf.tensor2d(normal(rng, H * H, 0.02), [H, H]));
@@ -99,7 +106,10 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
       config.id2label = [...opts.labels];
       config.architecture = 'BertForSequenceClassification';
     }
-    return new BertModel(config, tensors);
+    return inFile(file, () => {
+      assertBertTensors(tensors, config);
+      return new BertModel(config, tensors);
+    });
   } finally {
     for (const t of tensors.values()) t.dispose();
   }

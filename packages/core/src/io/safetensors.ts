@@ -158,7 +158,8 @@ export async function readSafetensors(file: string, opts: { onSkipped?: (name: s
   try {
     bytes = await fs.readFile(file);
   } catch (err) {
-    throw new SafetensorsError(`${file}: cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new SafetensorsError(`${file}: cannot read the file (${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'a folder' : (err as Error).message})`);
   }
   return parseSafetensors(bytes, file, opts);
 }

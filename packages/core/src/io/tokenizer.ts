@@ -1,6 +1,8 @@
 import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { ConfigError } from '../model/config.js';
+import { readJsonFile } from './checks.js';
 
 export interface Encoded {
   inputIds: number[];
@@ -64,7 +66,7 @@ class JsonTokenizer extends BertTokenizerBase {
     super();
     const id = (t: string) => {
       const v = vocab[t];
-      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token`);
+      if (v === undefined) throw new ConfigError(`${file}: vocabulary has no '${t}' token, expected a BERT vocabulary ([CLS], [SEP], [PAD], [UNK])`);
       return v;
     };
     this.clsId = id('[CLS]');
@@ -95,7 +97,7 @@ export class WordPieceTokenizer extends BertTokenizerBase {
     super();
     const id = (t: string) => {
       const v = vocab.get(t);
-      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token`);
+      if (v === undefined) throw new ConfigError(`${file}: vocabulary has no '${t}' token, expected a BERT vocabulary ([CLS], [SEP], [PAD], [UNK])`);
       return v;
     };
     this.clsId = id('[CLS]');
@@ -167,15 +169,23 @@ export class WordPieceTokenizer extends BertTokenizerBase {
 export async function loadTokenizer(dir: string): Promise<TextTokenizer> {
   const jsonFile = path.join(dir, 'tokenizer.json');
   const cfgFile = path.join(dir, 'tokenizer_config.json');
-  const cfg = existsSync(cfgFile) ? JSON.parse(await fs.readFile(cfgFile, 'utf8')) : {};
+  const cfg = (existsSync(cfgFile) ? await readJsonFile(cfgFile, 'a tokenizer config object') : {}) as Record<string, any>;
+  if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new ConfigError(`${cfgFile}: expected a JSON object (the tokenizer config), got ${JSON.stringify(cfg)}`);
   if (existsSync(jsonFile)) {
-    const json = JSON.parse(await fs.readFile(jsonFile, 'utf8'));
+    const json = (await readJsonFile(jsonFile, 'a Hugging Face tokenizer')) as any;
     const vocab = json?.model?.vocab;
-    if (!vocab || typeof vocab !== 'object') throw new Error(`${jsonFile}: field 'model.vocab' must be the WordPiece vocabulary`);
-    return new JsonTokenizer(new HfTokenizer(json, cfg), vocab, jsonFile);
+    if (!vocab || typeof vocab !== 'object' || Array.isArray(vocab)) throw new ConfigError(`${jsonFile}: field 'model.vocab' must be the WordPiece vocabulary (an object of token ids)`);
+    let tok: HfTokenizer;
+    try {
+      tok = new HfTokenizer(json, cfg);
+      tok.encode('a', { add_special_tokens: false });
+    } catch (err) {
+      throw new ConfigError(`${jsonFile}: not a tokenizer @huggingface/tokenizers can load (${(err as Error).message})`);
+    }
+    return new JsonTokenizer(tok, vocab, jsonFile);
   }
   const vocabFile = path.join(dir, 'vocab.txt');
-  if (!existsSync(vocabFile)) throw new Error(`${dir}: no tokenizer.json or vocab.txt`);
+  if (!existsSync(vocabFile)) throw new ConfigError(`${dir}: no tokenizer.json or vocab.txt, expected the tokenizer files of a Hugging Face checkpoint`);
   const lines = (await fs.readFile(vocabFile, 'utf8')).split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const vocab = new Map(lines.map((t, i) => [t.replace(/\r$/, ''), i]));
