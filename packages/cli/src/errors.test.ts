@@ -63,7 +63,8 @@ const results = new Map<string, Result>();
 beforeAll(async () => {
   if (!existsSync(bin)) return;
   writeFileSync(at('dev.jsonl'), sample('dev.jsonl', 24));
-  writeFileSync(at('train.jsonl'), sample('train-10k.jsonl', 24));
+  // The same examples for both splits: every dev label is a training label, so no case fails on the data by accident.
+  writeFileSync(at('train.jsonl'), sample('dev.jsonl', 24));
   const data = ['--train', at('train.jsonl'), '--dev', at('dev.jsonl')];
   const fresh = (n: string) => at('out', n);
   writeFileSync(at('labels-bad.json'), '[noun.act, noun.animal]');
