@@ -78,6 +78,11 @@ describe('safetensors header validation', () => {
     expect([...t.keys()]).toEqual(['a']);
     expect(skipped).toEqual(['position_ids:I64']);
   });
+  it('reads F32 data after an unaligned header from a Buffer view (a copy of the tensor bytes only)', () => {
+    const file = build('{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', two); // 8 + 55 bytes: unaligned
+    const view = Buffer.concat([Buffer.from([9, 9, 9]), file]).subarray(3);
+    expect([...parseSafetensors(view).get('a')!.data]).toEqual([1, 2, 3, 4]);
+  });
   it('round-trips what serializeSafetensors writes', () => {
     const tensors = new Map<string, NamedTensor>([['x', { shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }], ['e', { shape: [0], data: new Float32Array(0) }]]);
     const chunks = serializeSafetensors(tensors);

@@ -136,9 +136,12 @@ export function parseSafetensors(bytes: Uint8Array, file = '<buffer>', opts: { o
     const start = bytes.byteOffset + base + begin;
     let data: Float32Array;
     if (dtype === 'F32') {
-      data = start % 4 === 0
-        ? new Float32Array(bytes.buffer, start, count)
-        : new Float32Array(bytes.slice(base + begin, base + end).buffer);
+      if (start % 4 === 0) data = new Float32Array(bytes.buffer, start, count);
+      else {
+        // An unaligned header (other writers do not pad it): copy. (Buffer#slice is a view, not a copy.)
+        data = new Float32Array(count);
+        new Uint8Array(data.buffer).set(bytes.subarray(base + begin, base + end));
+      }
     } else {
       data = new Float32Array(count);
       const dv = new DataView(bytes.buffer, start, end - begin);
