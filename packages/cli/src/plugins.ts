@@ -36,7 +36,7 @@ function rootExport(exp: unknown): string | undefined {
  */
 export function resolvePluginPath(spec: string): string {
   const abs = path.resolve(spec);
-  if (!existsSync(abs)) throw new UsageError(`--plugin ${spec}: ${abs} not found, expected a module file or a package folder`);
+  if (!existsSync(abs)) throw new UsageError(`--plugin ${spec}: cannot load the module (${abs} not found, expected a module file or a package folder)`);
   if (!statSync(abs).isDirectory()) return abs;
   const pkgFile = path.join(abs, 'package.json');
   let entry = 'index.js';

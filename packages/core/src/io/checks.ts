@@ -125,14 +125,17 @@ export function assertBertTensors(tensors: Map<string, Tensor>, config: BertConf
     const n = layerParamNames(l);
     for (const name of [`${n.attnOut}.bias`, `${n.out}.bias`, `${n.attnLn}.weight`, `${n.attnLn}.bias`, `${n.outLn}.weight`, `${n.outLn}.bias`]) want(name, [H]);
   }
+  // The pooler reads the (possibly compacted) hidden size; its output width is its own.
+  let pooled = H;
   if (tensors.has('bert.pooler.dense.weight') || tensors.has('bert.pooler.dense.bias')) {
-    want('bert.pooler.dense.weight', [H, H]);
-    want('bert.pooler.dense.bias', [H]);
+    pooled = tensors.get('bert.pooler.dense.weight')?.shape[1] ?? H;
+    want('bert.pooler.dense.weight', [H, pooled]);
+    want('bert.pooler.dense.bias', [pooled]);
   }
   const head = tensors.get('classifier.weight') ?? tensors.get('classifier.bias');
   if (head) {
     const K = tensors.get('classifier.weight')?.shape[1] ?? head.shape[0]!;
-    want('classifier.weight', [H, K]);
+    want('classifier.weight', [pooled, K]);
     want('classifier.bias', [K]);
   }
 }
