@@ -9,6 +9,8 @@ import {
   DataError,
   DEFAULT_TRAINING,
   PluginError,
+  SafetensorsError,
+  assertTokenizerFits,
   compact,
   createRunContainer,
   evaluate,
@@ -17,6 +19,7 @@ import {
   loadDataset,
   loadMasks,
   loadTokenizer,
+  prepareOutput,
   runFinetune,
   nativeGemm,
   runPruning,
@@ -25,6 +28,7 @@ import {
   useBackend,
   type BackendName,
   type RunEvent,
+  type RunFailure,
 } from '@topiary/core';
 import { UsageError, readRunConfig } from './config.js';
 import { allPlugins } from './plugins.js';
@@ -48,6 +52,11 @@ const version = (): string => {
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${name} must be a positive integer, got '${v}'`);
+  return n;
+};
+const seedArg = (v: string) => {
+  const n = Number(v);
+  if (!/^\s*-?\d+\s*$/.test(v) || !Number.isSafeInteger(n)) throw new UsageError(`--seed must be an integer, got '${v}'`);
   return n;
 };
 const num = (name: string) => (v: string) => {
@@ -170,6 +179,7 @@ export function buildProgram(): Command {
       const model = await loadBert(dir);
       if (!model.hasClassifier) throw new UsageError(`${dir}: the model has no classification head (config 'architectures' is ${model.config.architecture})`);
       const tok = await loadTokenizer(dir);
+      assertTokenizerFits(tok, model, dir);
       const data = await loadDataset(o.data, tok, {
         labels: model.config.id2label,
         maxLength: o.maxLength,
@@ -201,9 +211,10 @@ export function buildProgram(): Command {
     .option('--batch-size <n>', 'batch size', int('--batch-size'), DEFAULT_TRAINING.batchSize)
     .option('--max-length <n>', 'truncate to N tokens', int('--max-length'), DEFAULT_TRAINING.maxLength)
     .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
-    .option('--seed <n>', 'seed', (v: string) => Number.parseInt(v, 10), 42)
+    .option('--seed <n>', 'seed (an integer)', seedArg, 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
     .option('--checkpoint-every <n>', 'save every N steps', int('--checkpoint-every'))
+    .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
     .action(async (dir: string, o: Record<string, any>) => {
       await backend();
       const spec = {
@@ -221,6 +232,7 @@ export function buildProgram(): Command {
         out: o['out'],
         ...(o['evalEvery'] ? { evalEvery: o['evalEvery'] } : {}),
         ...(o['checkpointEvery'] ? { checkpointEvery: o['checkpointEvery'] } : {}),
+        ...(o['force'] ? { force: true } : {}),
       };
       const done = await drive(runFinetune(spec), globals().json);
       if (done?.type === 'run-completed' && !globals().json) {
@@ -233,7 +245,9 @@ export function buildProgram(): Command {
     .command('export <dir>')
     .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder')
     .requiredOption('--out <dir>', 'output folder')
-    .action(async (dir: string, o: { out: string }) => {
+    .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
+    .action(async (dir: string, o: { out: string; force: boolean }) => {
+      await prepareOutput(o.out, { kind: 'model', inputs: [dir], force: o.force, what: '--out' });
       await backend();
       // A run folder holds checkpoint/{model, masks.safetensors}; a checkpoint folder holds both directly.
       const ckpt = existsSync(path.join(dir, 'checkpoint', 'model')) ? path.join(dir, 'checkpoint') : dir;
@@ -244,7 +258,7 @@ export function buildProgram(): Command {
       // output bias), so checkpoints saved before pruners did this also export as smaller matrices.
       structureFromWeightMasks(model, masks);
       const small = compact(model, masks);
-      await saveBert(small, o.out, { tokenizerFrom: modelDir });
+      await saveBert(small, o.out, { tokenizerFrom: modelDir, force: o.force });
       const before = inspectModel(model);
       const after = inspectModel(small);
       model.dispose();
@@ -260,8 +274,10 @@ export function buildProgram(): Command {
     .command('run <config>')
     .description('a pruning run from a YAML or JSON config: progress, report.json and the compacted model in <out>/model')
     .option('--out <dir>', 'output folder (overrides the config\'s out)')
-    .action(async (file: string, o: { out?: string }) => {
+    .option('--force', 'write into an existing output folder that holds files Topiary did not write (only its own files are replaced)', false)
+    .action(async (file: string, o: { out?: string; force: boolean }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
+      if (o.force) spec.force = true;
       await backend();
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
       if (!registry.has('pruner', spec.method)) {
@@ -292,11 +308,22 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      if (err.exitCode !== 0) failed(program, argv, { name: 'UsageError', message: err.message, kind: 'usage', exitCode: EXIT.usage });
       return;
     }
-    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof PluginError;
+    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof PluginError || err instanceof SafetensorsError;
     process.stderr.write(`topiary: ${(err as Error).message ?? String(err)}\n`);
     if (!usage && process.env['TOPIARY_DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = usage ? EXIT.usage : EXIT.failure;
+    const name = err instanceof Error ? err.name : typeof err;
+    failed(program, argv, { name, message: (err as Error).message ?? String(err), kind: usage ? 'usage' : 'failure', exitCode: process.exitCode });
   }
+}
+
+/** With --json, a failure is also the last NDJSON event on stdout, so a program driving the CLI sees why. */
+function failed(program: Command, argv: string[], error: RunFailure): void {
+  const json = Boolean(program.opts<GlobalOptions>().json) || argv.includes('--json');
+  if (!json) return;
+  const event: RunEvent = { type: 'run-failed', error };
+  process.stdout.write(`${JSON.stringify(event)}\n`);
 }

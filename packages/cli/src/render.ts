@@ -69,6 +69,7 @@ export function progressRenderer(): Renderer {
           line(`done in ${e.wallSeconds.toFixed(1)} s`);
           break;
         case 'epoch-started':
+        case 'run-failed': // the CLI prints the error itself
           break;
       }
     },

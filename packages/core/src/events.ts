@@ -29,7 +29,19 @@ export type RunEvent =
   | { type: 'checkpoint-saved'; step: number; path: string }
   | { type: 'warning'; message: string }
   | { type: 'log'; message: string }
-  | { type: 'run-completed'; metrics: Record<string, unknown>; wallSeconds: number };
+  | { type: 'run-completed'; metrics: Record<string, unknown>; wallSeconds: number }
+  /** The last event of a run (or command) that failed: `--json` prints it on stdout before exiting. */
+  | { type: 'run-failed'; error: RunFailure };
+
+/** Why a run stopped: the error's name and message, and the exit code class of the CLI. */
+export interface RunFailure {
+  /** The error's class name (`ConfigError`, `DataError`, `SafetensorsError`, `OutputError`, `Error`...). */
+  name: string;
+  message: string;
+  /** `usage`: bad input or configuration (exit 2); `failure`: a runtime failure (exit 3); `interrupted` (130). */
+  kind: 'usage' | 'failure' | 'interrupted';
+  exitCode: number;
+}
 
 export type RunEventType = RunEvent['type'];
 

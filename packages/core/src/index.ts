@@ -26,6 +26,10 @@ export type { LoadOptions } from './io/checkpoint.js';
 export { loadTokenizer, WordPieceTokenizer } from './io/tokenizer.js';
 export type { Encoded, TextTokenizer } from './io/tokenizer.js';
 export { writeDirAtomic, writeFileAtomic } from './io/atomic.js';
+export type { WriteDirOptions } from './io/atomic.js';
+export { MARKER_FILE, OutputError, foreignEntries, outputMarker, prepareOutput, pseudoFilesystem, readMarker, realPath, removeStaleTemps } from './io/outputs.js';
+export type { OutputMarker, PrepareOutputOptions } from './io/outputs.js';
+export { assertCheckpointFolder, assertFinite, assertTokenizerFits, checkpointLabels, defaultLabels, headLabels, readJsonFile } from './io/checks.js';
 
 export { DataError, Dataset, loadDataset, makeBatch, readExamples, readLabels } from './data/dataset.js';
 export type { EncodedExample, LoadDataOptions, ReadOptions, TextExample } from './data/dataset.js';
@@ -51,7 +55,7 @@ export type {
 } from './contracts.js';
 
 export { createRun, RunAborted } from './events.js';
-export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, SparsityReport } from './events.js';
+export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, RunFailure, SparsityReport } from './events.js';
 
 export { PluginError, componentDefinitions, pluginOf, provide, registerPlugins } from './plugins/plugin.js';
 export type { PluginFactory, TopiaryPlugin } from './plugins/plugin.js';
@@ -68,7 +72,7 @@ export { classificationMetrics, evaluate } from './engine/evaluate.js';
 export type { EvaluateOptions } from './engine/evaluate.js';
 export { budgetSteps, trainLoop } from './engine/train.js';
 export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
-export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runPruning, saveRunCheckpoint } from './engine/run.js';
+export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runInputPaths, runPruning, saveRunCheckpoint } from './engine/run.js';
 export type { DataSpec, FinetuneSpec, RunInputs, RunSpec } from './engine/run.js';
 
 export { compact, compactedParamCount } from './pruning/compact.js';

@@ -120,14 +120,28 @@ export async function readExamples(file: string, opts: ReadOptions = {}): Promis
 
 /** Reads a label list: a JSON array of names, or one name per line. */
 export async function readLabels(file: string): Promise<string[]> {
-  const text = await fs.readFile(file, 'utf8');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new DataError(`${file}: cannot read the labels file (${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'a folder' : (err as Error).message}), expected a JSON array of label names or one name per line`);
+  }
   const trimmed = text.trim();
-  if (trimmed.startsWith('[')) {
-    const arr = JSON.parse(trimmed);
+  if (trimmed.startsWith('[') || trimmed.startsWith('{')) {
+    let arr: unknown;
+    try {
+      arr = JSON.parse(trimmed);
+    } catch (err) {
+      throw new DataError(`${file}: not valid JSON (${(err as Error).message}), expected a JSON array of label names or one name per line`);
+    }
     if (!Array.isArray(arr) || !arr.every((x) => typeof x === 'string')) throw new DataError(`${file}: expected a JSON array of label names`);
+    if (new Set(arr).size !== arr.length) throw new DataError(`${file}: a label appears twice, expected distinct label names`);
     return arr;
   }
-  return trimmed.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  const labels = trimmed.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  if (labels.length === 0) throw new DataError(`${file}: no labels, expected a JSON array of label names or one name per line`);
+  return labels;
 }
 
 /** An encoded example: token ids and, when labelled, the class id. */

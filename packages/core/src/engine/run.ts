@@ -2,8 +2,9 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Observable } from 'rxjs';
 import { BertModel } from '../model/bert.js';
-import { loadBert, saveBert } from '../io/checkpoint.js';
+import { loadBert, readConfig, saveBert } from '../io/checkpoint.js';
 import type { ModelFamily } from '../model/families/family.js';
+import { assertCheckpointFolder, assertTokenizerFits, checkpointLabels } from '../io/checks.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
 import { loadDataset, type Dataset, type ReadOptions } from '../data/dataset.js';
 import type { PruneContext, ResolvePlugin, TrainingOptions } from '../contracts.js';
@@ -12,6 +13,7 @@ import { MaskSet, bindMasks } from '../pruning/masks.js';
 import { compact } from '../pruning/compact.js';
 import { saveMasks } from '../pruning/mask-io.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
+import { prepareOutput } from '../io/outputs.js';
 import { activeBackend } from '../backend/backend.js';
 import { evaluate } from './evaluate.js';
 import { budgetSteps, trainLoop } from './train.js';
@@ -57,6 +59,8 @@ export interface RunSpec {
   out: string;
   /** Save a checkpoint every N steps (0: only at the end of each phase). */
   checkpointEvery?: number;
+  /** Write into an existing `out` that holds files Topiary did not write (only Topiary's entries are replaced). */
+  force?: boolean;
 }
 
 export interface RunInputs {
@@ -69,17 +73,16 @@ export interface RunInputs {
   labels: string[];
 }
 
-async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string }): Promise<string[] | undefined> {
+async function labelsFor(spec: { data: DataSpec; teacher?: string; model: string }, families?: readonly ModelFamily[]): Promise<string[] | undefined> {
   if (spec.data.labels) {
     const { readLabels } = await import('../data/dataset.js');
     return readLabels(spec.data.labels);
   }
   for (const dir of [spec.teacher, spec.model]) {
     if (!dir) continue;
-    const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-    if (cfg.id2label && Array.isArray(cfg.architectures) && String(cfg.architectures[0]).endsWith('ForSequenceClassification')) {
-      return Object.keys(cfg.id2label).sort((a, b) => Number(a) - Number(b)).map((k) => String(cfg.id2label[k]));
-    }
+    // A head without id2label predicts LABEL_i (never the data's sorted names, which may not match).
+    const labels = await checkpointLabels(dir, await readConfig(dir, families));
+    if (labels) return labels;
   }
   return undefined;
 }
@@ -89,8 +92,9 @@ export async function loadRunInputs(
   spec: Pick<RunSpec, 'model' | 'teacher' | 'pretrained' | 'data' | 'seed'> & { training: Pick<TrainingOptions, 'maxLength'> },
   families?: readonly ModelFamily[],
 ): Promise<RunInputs> {
+  for (const role of ['model', 'teacher', 'pretrained'] as const) if (spec[role]) await assertCheckpointFolder(spec[role], role);
   const tokenizer = await loadTokenizer(spec.model);
-  let labels = await labelsFor(spec);
+  let labels = await labelsFor(spec, families);
   const readOpts: ReadOptions = {};
   for (const k of ['textField', 'pairField', 'labelField'] as const) if (spec.data[k]) readOpts[k] = spec.data[k];
   const trainOpts = { ...readOpts, maxLength: spec.training.maxLength, ...(spec.data.trainLimit ? { limit: spec.data.trainLimit } : {}) };
@@ -100,8 +104,16 @@ export async function loadRunInputs(
   const fam = families ? { families } : {};
   const model = await loadBert(spec.model, { labels, seed: spec.seed, ...fam });
   const inputs: RunInputs = { tokenizer, model, train, dev, labels };
-  if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels, ...fam });
-  if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained, fam);
+  try {
+    if (spec.teacher) inputs.teacher = await loadBert(spec.teacher, { labels, ...fam });
+    if (spec.pretrained) inputs.pretrained = await loadBert(spec.pretrained, fam);
+    for (const [m, dir] of [[model, spec.model], [inputs.teacher, spec.teacher], [inputs.pretrained, spec.pretrained]] as const) {
+      if (m && dir) assertTokenizerFits(tokenizer, m, dir, spec.model);
+    }
+  } catch (err) {
+    disposeInputs(inputs);
+    throw err;
+  }
   return inputs;
 }
 
@@ -112,14 +124,20 @@ export function disposeInputs(inputs: RunInputs): void {
 }
 
 /** Writes the masked model and its masks to `<out>/checkpoint` (atomically: a kill leaves the previous one). */
-export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string): Promise<string> {
+export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string, opts: { force?: boolean } = {}): Promise<string> {
   const dir = path.join(out, 'checkpoint');
   await writeDirAtomic(dir, async (tmp) => {
     await saveBert(model, path.join(tmp, 'model'), { tokenizerFrom });
     await saveMasks(masks, tmp);
     await fs.writeFile(path.join(tmp, 'state.json'), `${JSON.stringify({ step }, null, 2)}\n`);
-  });
+  }, { kind: 'checkpoint', ...(opts.force ? { force: true } : {}) });
   return dir;
+}
+
+/** Every file and folder a run reads: its output may not be, contain or be inside any of them. */
+export function runInputPaths(spec: { model: string; teacher?: string; pretrained?: string; data: DataSpec; options?: Record<string, unknown> }): string[] {
+  const optionFiles = ['resumeMasks', 'resumeFrom'].map((k) => spec.options?.[k]).filter((v): v is string => typeof v === 'string');
+  return [spec.model, spec.teacher, spec.pretrained, spec.data.train, spec.data.dev, spec.data.labels, ...optionFiles].filter((p): p is string => Boolean(p));
 }
 
 /**
@@ -131,6 +149,8 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
   return createRun(async (control) => {
     const started = Date.now();
     const backend = activeBackend()?.name ?? 'unknown';
+    // Before any model loads: a bad output fails now, not after the training.
+    await prepareOutput(spec.out, { kind: 'run', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
     const pruner = resolve.pruner(spec.method, {});
     const inputs = await loadRunInputs(spec, resolve.families?.());
     try {
@@ -157,11 +177,11 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
       };
       const result = await pruner.run(ctx);
       const sparsity = result.masks.sparsity(result.model);
-      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model);
+      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model, spec.force ? { force: true } : {});
       const small = compact(result.model, result.masks);
       try {
         const exported = path.join(spec.out, 'model');
-        await saveBert(small, exported, { tokenizerFrom: spec.model });
+        await saveBert(small, exported, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
         control.emit({ type: 'checkpoint-saved', step: -1, path: exported });
         const final = evaluate(small, dev, { batchSize: 128 });
         control.emit({ type: 'evaluated', step: -1, metrics: { accuracy: final.accuracy, macroF1: final.macroF1, loss: final.loss!, examples: final.examples }, label: 'exported model' });
@@ -207,6 +227,8 @@ export interface FinetuneSpec {
   out: string;
   checkpointEvery?: number;
   evalEvery?: number;
+  /** Write into an existing `out` that holds files Topiary did not write (only Topiary's entries are replaced). */
+  force?: boolean;
 }
 
 /**
@@ -216,6 +238,7 @@ export interface FinetuneSpec {
 export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observable<RunEvent> {
   return createRun(async (control) => {
     const started = Date.now();
+    await prepareOutput(spec.out, { kind: 'model', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
@@ -232,7 +255,7 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observabl
         phase: 'finetune',
         ...(spec.checkpointEvery ? { checkpointEvery: spec.checkpointEvery } : {}),
         saveCheckpoint: async () => {
-          await saveBert(model, spec.out, { tokenizerFrom: spec.model });
+          await saveBert(model, spec.out, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
           return spec.out;
         },
       });

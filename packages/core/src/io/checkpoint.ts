@@ -8,6 +8,7 @@ import { Rng } from '../model/ops.js';
 import { readSafetensors, type NamedTensor } from './safetensors.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
 import { serializeSafetensors } from './safetensors.js';
+import { assertBertTensors, assertCheckpointFolder, assertFinite, headLabels, inFile } from './checks.js';
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'vocab.txt', 'special_tokens_map.json'];
 
@@ -31,6 +32,7 @@ export async function readConfig(dir: string, families: readonly ModelFamily[] =
 
 /** Reads `config.json` of a checkpoint folder with the family its `model_type` names. */
 export async function readCheckpointConfig(dir: string, families: readonly ModelFamily[] = BUILTIN_FAMILIES): Promise<{ config: BertConfig; family: ModelFamily }> {
+  await assertCheckpointFolder(dir);
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
@@ -44,6 +46,7 @@ export async function readCheckpointConfig(dir: string, families: readonly Model
   } catch (err) {
     throw new ConfigError(`${file}: not valid JSON (${(err as Error).message})`);
   }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: expected a JSON object (a Hugging Face model config), got ${JSON.stringify(raw)}`);
   const family = familyFor(raw, families, file);
   return { config: family.parseConfig(raw, file), family };
 }
@@ -73,7 +76,10 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
   const { config, family } = await readCheckpointConfig(dir, opts.families);
   const file = path.join(dir, 'model.safetensors');
   if (!existsSync(file)) throw new ConfigError(`${file}: not found (only safetensors checkpoints are supported)`);
-  const raw = family.importTensors(await readSafetensors(file), config, file);
+  // Integer buffers (position_ids, token_type_ids) are not weights: skipped.
+  const stored = await readSafetensors(file, { onSkipped: () => {} });
+  for (const [name, t] of stored) assertFinite(name, t.data, file);
+  const raw = family.importTensors(stored, config, file);
   const tensors = new Map<string, Tensor>();
   const rng = new Rng(opts.seed ?? 42);
   try {
@@ -84,6 +90,8 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
       if (isLinearWeight(n, t.shape)) hf.dispose();
     }
     const H = config.hiddenSize;
+    const head = tensors.get('classifier.weight');
+    if (head) config.id2label = headLabels(config, head.shape[1]!, path.join(dir, 'config.json'));
     if (!tensors.has('bert.pooler.dense.weight') && opts.labels) {
       // MLM checkpoints carry no pooler: a fresh one, as Hugging Face initialises it.
       tensors.set('bert.pooler.dense.weight', tf.tensor2d(normal(rng, H * H, 0.02), [H, H]));
@@ -106,9 +114,12 @@ export async function loadBert(dir: string, opts: LoadOptions = {}): Promise<Ber
       config.id2label = [...opts.labels];
       config.architecture = 'BertForSequenceClassification';
     }
-    const model = new BertModel(config, tensors);
-    model.family = family;
-    return model;
+    return inFile(file, () => {
+      assertBertTensors(tensors, config);
+      const model = new BertModel(config, tensors);
+      model.family = family;
+      return model;
+    });
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
@@ -129,7 +140,7 @@ export function exportTensors(model: BertModel): Map<string, NamedTensor> {
  * Writes the model as a Hugging Face-style folder: config.json, model.safetensors and the tokenizer
  * files copied from `tokenizerFrom`. The folder is filled under a temporary name and renamed.
  */
-export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string>; family?: ModelFamily } = {}): Promise<void> {
+export async function saveBert(model: BertModel, dir: string, opts: { tokenizerFrom?: string; extra?: Record<string, string>; family?: ModelFamily; force?: boolean } = {}): Promise<void> {
   // The family's own tensor names and config (model_type, architectures), so transformers reloads it.
   const family = opts.family ?? familyOf(model);
   const { tensors, config } = family.exportTensors(exportTensors(model), model.config);
@@ -144,5 +155,5 @@ export async function saveBert(model: BertModel, dir: string, opts: { tokenizerF
       }
     }
     for (const [f, text] of Object.entries(opts.extra ?? {})) await fs.writeFile(path.join(tmp, f), text);
-  });
+  }, { kind: 'model', ...(opts.force ? { force: true } : {}) });
 }

@@ -1,6 +1,8 @@
 import { promises as fs, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { ConfigError } from '../model/config.js';
+import { readJsonFile } from './checks.js';
 
 export interface Encoded {
   inputIds: number[];
@@ -125,7 +127,7 @@ class JsonTokenizer implements TextTokenizer {
   constructor(private readonly tok: HfTokenizer, json: any, cfg: Record<string, unknown>, file: string) {
     const id = (t: string, field: string) => {
       const v = tok.token_to_id(t);
-      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token (${field})`);
+      if (v === undefined) throw new ConfigError(`${file}: vocabulary has no '${t}' token (${field}), expected the tokenizer's special tokens in its vocabulary`);
       return v;
     };
     const cls = tokenText(cfg['cls_token']) ?? '[CLS]';
@@ -182,7 +184,7 @@ export class WordPieceTokenizer extends BertTokenizerBase {
     super();
     const id = (t: string) => {
       const v = vocab.get(t);
-      if (v === undefined) throw new Error(`${file}: vocabulary has no '${t}' token`);
+      if (v === undefined) throw new ConfigError(`${file}: vocabulary has no '${t}' token, expected a BERT vocabulary ([CLS], [SEP], [PAD], [UNK])`);
       return v;
     };
     this.clsId = id('[CLS]');
@@ -254,14 +256,22 @@ export class WordPieceTokenizer extends BertTokenizerBase {
 export async function loadTokenizer(dir: string): Promise<TextTokenizer> {
   const jsonFile = path.join(dir, 'tokenizer.json');
   const cfgFile = path.join(dir, 'tokenizer_config.json');
-  const cfg = existsSync(cfgFile) ? JSON.parse(await fs.readFile(cfgFile, 'utf8')) : {};
+  const cfg = (existsSync(cfgFile) ? await readJsonFile(cfgFile, 'a tokenizer config object') : {}) as Record<string, any>;
+  if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new ConfigError(`${cfgFile}: expected a JSON object (the tokenizer config), got ${JSON.stringify(cfg)}`);
   if (existsSync(jsonFile)) {
-    const json = JSON.parse(await fs.readFile(jsonFile, 'utf8'));
-    if (!json?.model || typeof json.model !== 'object') throw new Error(`${jsonFile}: field 'model' must be the tokenizer model (WordPiece, BPE, Unigram)`);
-    return new JsonTokenizer(new HfTokenizer(json, cfg), json, cfg, jsonFile);
+    const json = (await readJsonFile(jsonFile, 'a Hugging Face tokenizer')) as any;
+    if (!json?.model || typeof json.model !== 'object') throw new ConfigError(`${jsonFile}: field 'model' must be the tokenizer model (WordPiece, BPE, Unigram)`);
+    let tok: HfTokenizer;
+    try {
+      tok = new HfTokenizer(json, cfg);
+      tok.encode('a', { add_special_tokens: false });
+    } catch (err) {
+      throw new ConfigError(`${jsonFile}: not a tokenizer @huggingface/tokenizers can load (${(err as Error).message})`);
+    }
+    return new JsonTokenizer(tok, json, cfg, jsonFile);
   }
   const vocabFile = path.join(dir, 'vocab.txt');
-  if (!existsSync(vocabFile)) throw new Error(`${dir}: no tokenizer.json or vocab.txt`);
+  if (!existsSync(vocabFile)) throw new ConfigError(`${dir}: no tokenizer.json or vocab.txt, expected the tokenizer files of a Hugging Face checkpoint`);
   const lines = (await fs.readFile(vocabFile, 'utf8')).split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const vocab = new Map(lines.map((t, i) => [t.replace(/\r$/, ''), i]));
