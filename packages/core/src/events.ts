@@ -29,7 +29,9 @@ export type RunEvent =
   | { type: 'checkpoint-saved'; step: number; path: string }
   | { type: 'warning'; message: string }
   | { type: 'log'; message: string }
-  | { type: 'run-completed'; metrics: Record<string, unknown>; wallSeconds: number };
+  | { type: 'run-completed'; metrics: Record<string, unknown>; wallSeconds: number }
+  /** The run was aborted and stopped at a step boundary; `checkpoint` is the last one written (null: none). */
+  | { type: 'run-interrupted'; step: number | null; checkpoint: string | null; reason: string; /** The command that continues the run (the CLI adds it). */ resume?: string };
 
 export type RunEventType = RunEvent['type'];
 
