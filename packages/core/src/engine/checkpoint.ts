@@ -132,6 +132,11 @@ export class RunCheckpoints {
     this.components.delete(name);
   }
 
+  /** Drops every component (a finished pruner's state is disposed; its result is in the journal). */
+  unregisterAll(): void {
+    this.components.clear();
+  }
+
   /** The recorded result of a stage that had finished before the resumed checkpoint. */
   completed(key: string): { result: unknown } | undefined {
     return this.resumedStages.has(key) ? { result: this.resumedStages.get(key) } : undefined;

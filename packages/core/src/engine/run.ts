@@ -232,6 +232,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         }
         if (result.model !== model || result.masks !== masks) throw new Error(`${spec.method}: a pruner must return the run's model and masks (ctx.model, ctx.masks), changed in place, so checkpoints hold them`);
       }
+      checkpoints.unregisterAll();
       checkpoints.finish('pruner', result.report ?? {});
       const sparsity = result.masks.sparsity(result.model);
       await checkpoints.save(total);
