@@ -114,16 +114,20 @@ export function disposeInputs(inputs: RunInputs): void {
  * (`model/`, a Hugging Face folder), its masks, and the run's resumable state (`state.json`,
  * `state.safetensors`: step, config, finished stages, optimizer moments, RNGs, pruner state).
  */
-export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet | undefined, state: SavedState, tokenizerFrom: string): Promise<string> {
+export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, state: SavedState, tokenizerFrom: string): Promise<string> {
   const dir = path.join(out, 'checkpoint');
   await writeDirAtomic(dir, async (tmp) => {
     await saveBert(model, path.join(tmp, 'model'), { tokenizerFrom });
-    if (masks) await saveMasks(masks, tmp);
-    const { tensors, ...json } = state;
-    await writeSafetensors(path.join(tmp, STATE_TENSORS_FILE), tensors);
-    await fs.writeFile(path.join(tmp, STATE_FILE), `${JSON.stringify(json, null, 2)}\n`);
+    await saveMasks(masks, tmp);
+    await writeState(tmp, state);
   });
   return dir;
+}
+
+async function writeState(dir: string, state: SavedState): Promise<void> {
+  const { tensors, ...json } = state;
+  await writeSafetensors(path.join(dir, STATE_TENSORS_FILE), tensors);
+  await fs.writeFile(path.join(dir, STATE_FILE), `${JSON.stringify(json, null, 2)}\n`);
 }
 
 /** Options of a run beyond its spec. */
@@ -139,8 +143,7 @@ function configOf(spec: object): Record<string, unknown> {
 }
 
 /** Reads the checkpoint to resume from and checks it belongs to this config (before anything loads). */
-async function resumable(spec: { out: string }, config: Record<string, unknown>): Promise<{ dir: string; state: SavedState }> {
-  const dir = path.join(spec.out, 'checkpoint');
+async function resumable(spec: { out: string }, config: Record<string, unknown>, dir = path.join(spec.out, 'checkpoint')): Promise<{ dir: string; state: SavedState }> {
   const state = await readSavedState(dir, spec.out);
   const diff = configDifferences(state.config, config);
   if (diff.length > 0) {
@@ -149,13 +152,13 @@ async function resumable(spec: { out: string }, config: Record<string, unknown>)
   return { dir, state };
 }
 
-/** Sets `model`'s parameters to those saved in a checkpoint's `model/` folder (same shapes, bit for bit). */
+/** Sets `model`'s parameters to those saved in a checkpoint's model folder (same shapes, bit for bit). */
 async function restoreModel(model: BertModel, dir: string): Promise<void> {
-  const saved = await loadBert(path.join(dir, 'model'));
+  const saved = await loadBert(dir);
   try {
     for (const [name, v] of model.params) {
       const s = saved.params.get(name);
-      if (!s || s.size !== v.size) throw new ConfigError(`${path.join(dir, 'model')}: parameter '${name}' is missing or misshapen (expected [${v.shape}])`);
+      if (!s || s.size !== v.size) throw new ConfigError(`${dir}: parameter '${name}' is missing or misshapen (expected [${v.shape}])`);
       v.assign(s);
     }
   } finally {
@@ -196,7 +199,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
       await fs.mkdir(spec.out, { recursive: true });
       const masks = resumed ? await loadMasks(resumed.dir, model) : bindMasks(MaskSet.ones(model), model);
       if (resumed) {
-        await restoreModel(model, resumed.dir);
+        await restoreModel(model, path.join(resumed.dir, 'model'));
         control.emit({ type: 'log', message: `resuming from ${resumed.dir} (step ${resumed.state.step})` });
       }
       const checkpoints = new RunCheckpoints({
@@ -230,7 +233,10 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         } catch (err) {
           interrupted(err, control, checkpoints);
         }
-        if (result.model !== model || result.masks !== masks) throw new Error(`${spec.method}: a pruner must return the run's model and masks (ctx.model, ctx.masks), changed in place, so checkpoints hold them`);
+        // A pruner that returns a new mask set: the run's one takes its values, so the checkpoint holds them.
+        if (result.masks !== masks) Object.assign(masks, result.masks.clone());
+        if (result.model !== model) throw new Error(`${spec.method}: the pruner returned another model than ctx.model; pruners change the run's model in place (checkpoints and resume hold it)`);
+        result = { ...result, masks };
       }
       checkpoints.unregisterAll();
       checkpoints.finish('pruner', result.report ?? {});
@@ -289,14 +295,16 @@ export interface FinetuneSpec {
 
 /**
  * Fine-tunes a checkpoint on a task (a pretrained encoder gets a fresh head sized from the labels)
- * and saves it to `out` as a Hugging Face folder that `eval` loads. While it trains, checkpoints go
- * to `<out>/checkpoint` (every `checkpointEvery` steps and when aborted); `resume` continues from it.
+ * and saves it to `out` as a Hugging Face folder that `eval` loads. While it trains, `out` is its
+ * checkpoint (every `checkpointEvery` steps and when aborted): a loadable model folder with the run's
+ * `state.json` and `state.safetensors` next to it, which `resume` continues from. The finished model
+ * replaces it.
  */
 export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunOptions = {}): Observable<RunEvent> {
   return createRun(async (control) => {
     const started = Date.now();
     const config = configOf(spec);
-    const resumed = opts.resume ? await resumable(spec, config) : undefined;
+    const resumed = opts.resume ? await resumable(spec, config, spec.out) : undefined;
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
@@ -308,7 +316,14 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
       const checkpoints = new RunCheckpoints({
         ...(spec.checkpointEvery ? { every: spec.checkpointEvery } : {}),
         config,
-        write: (state) => saveRunCheckpoint(spec.out, model, undefined, state, spec.model),
+        write: async (state) => {
+          // The model folder (saveBert fills the temporary folder in place), then the state beside it, renamed at once.
+          await writeDirAtomic(spec.out, async (tmp) => {
+            await saveBert(model, tmp, { tokenizerFrom: spec.model });
+            await writeState(tmp, state);
+          });
+          return spec.out;
+        },
         ...(resumed ? { resumed: resumed.state, resumedPath: resumed.dir } : {}),
       });
       let res: Awaited<ReturnType<typeof trainLoop>>;
@@ -328,7 +343,7 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
       } catch (err) {
         interrupted(err, control, checkpoints);
       }
-      // The model replaces the folder (its checkpoint/ with it: a finished run has nothing to resume).
+      // The model alone replaces the checkpoint (a finished run has nothing to resume).
       await saveBert(model, spec.out, { tokenizerFrom: spec.model });
       control.emit({ type: 'checkpoint-saved', step: res.steps, path: spec.out });
       const wallSeconds = (Date.now() - started) / 1000;
