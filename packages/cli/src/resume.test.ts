@@ -139,6 +139,34 @@ describe.runIf(existsSync(bin))('interrupt and resume (CLI)', () => {
     });
   }
 
+  it('finetune: killed after a checkpoint and resumed with --resume, saves the same weights as the uninterrupted run', async () => {
+    const args = (out: string) => ['--json', 'finetune', pretrained, '--train', common.data.train, '--dev', dev, '--labels', common.data.labels, '--limit', '48', '--batch-size', '16', '--max-steps', '8', '--max-length', '32', '--checkpoint-every', '2', '--out', out];
+    const full = path.join(work, 'ft-full');
+    const killed = path.join(work, 'ft-killed');
+    let saved = 0;
+    const a = start(args(full));
+    const b = start(args(killed), (e, c) => {
+      if (e['type'] === 'checkpoint-saved' && ++saved === 2) c.proc.kill('SIGKILL');
+    });
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    expect(ra.code, a.stderr()).toBe(0);
+    expect(rb.signal).toBe('SIGKILL');
+    // Mid-run, --out is a loadable model folder with the resumable state beside it.
+    expect(existsSync(path.join(killed, 'model.safetensors'))).toBe(true);
+    expect(existsSync(path.join(killed, 'state.json'))).toBe(true);
+    const r = start([...args(killed), '--resume']);
+    expect((await r.done).code, r.stderr()).toBe(0);
+    expect(r.events.find((e) => e['type'] === 'step')!['step']).toBeGreaterThan(2);
+    const metrics = (c: Child) => {
+      const { wallSeconds: _w, ...m } = c.events.find((e) => e['type'] === 'run-completed')!['metrics'];
+      return m;
+    };
+    expect(metrics(r)).toEqual(metrics(a));
+    expect(digest(path.join(killed, 'model.safetensors'))).toBe(digest(path.join(full, 'model.safetensors')));
+    // Finished: the model alone, nothing left to resume.
+    expect(existsSync(path.join(killed, 'state.json'))).toBe(false);
+  });
+
   it('SIGINT stops at the next step boundary with a checkpoint, exits 130 and says how to resume; the resumed run ends as the uninterrupted one', async () => {
     const name = 'structured first-order';
     const cfg = path.join(work, 'sigint.json');
