@@ -6,7 +6,6 @@ import {
   bindMasks,
   budgetSteps,
   readSafetensors,
-  registerParts,
   resolveParts,
   stage,
   tensorState,
