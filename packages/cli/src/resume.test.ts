@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,6 +100,7 @@ function report(out: string): Record<string, unknown> {
 }
 
 describe.runIf(existsSync(bin))('interrupt and resume (CLI)', () => {
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
   for (const name of Object.keys(methods)) {
     it(`${name}: killed with SIGKILL after a checkpoint and resumed, ends with the uninterrupted run's report`, async () => {
       const cfg = configFile(name);
