@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { lastValueFrom, tap } from 'rxjs';
+import { lastValueFrom, tap, type Observable } from 'rxjs';
 import {
   BACKEND_NAMES,
   ConfigError,
@@ -35,8 +35,8 @@ import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
-/** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure. */
-export const EXIT = { ok: 0, missedTarget: 1, usage: 2, failure: 3 } as const;
+/** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
+export const EXIT = { ok: 0, missedTarget: 1, usage: 2, failure: 3, interrupted: 130 } as const;
 
 interface GlobalOptions {
   backend: BackendName | 'auto';
@@ -74,21 +74,47 @@ function renderer(json: boolean): Renderer {
   return json ? ndjsonRenderer() : progressRenderer();
 }
 
-/** Drives a run's Observable to completion, printing its events; Ctrl-C aborts at a step boundary. */
-async function drive(run: ReturnType<typeof runPruning>, json: boolean): Promise<RunEvent | undefined> {
+/** Exit codes of a run stopped by a signal (128 + the signal's number, as shells report it). */
+const SIGNAL_EXIT = { SIGINT: EXIT.interrupted, SIGTERM: 143 } as const;
+
+/** The command line that continues this run: the same arguments plus `--resume`. */
+function resumeCommand(): string {
+  const args = process.argv.slice(2);
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+  return ['topiary', ...args.map(quote), ...(args.includes('--resume') ? [] : ['--resume'])].join(' ');
+}
+
+/**
+ * Drives a run's Observable to completion, printing its events. SIGINT or SIGTERM aborts it: the run
+ * stops at the next step boundary, saves a checkpoint and reports where (a `run-interrupted` event),
+ * and the process exits 130 (143 for SIGTERM); a second signal exits at once.
+ */
+async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json: boolean): Promise<RunEvent | undefined> {
   const r = renderer(json);
   let completed: RunEvent | undefined;
+  let interrupted = false;
   const controller = new AbortController();
-  const onSigint = () => {
-    r.log('interrupted: stopping at the next step boundary (the last checkpoint stays intact)');
-    controller.abort();
+  const onSignal = (signal: keyof typeof SIGNAL_EXIT) => {
+    if (controller.signal.aborted) {
+      r.log(`${signal} again: exiting now (the last checkpoint stays intact)`);
+      r.close();
+      process.exit(SIGNAL_EXIT[signal]);
+    }
+    r.log(`${signal}: stopping at the next step boundary to save a checkpoint (send it again to exit at once)`);
+    controller.abort(signal);
   };
-  process.once('SIGINT', onSigint);
+  const onSigint = () => onSignal('SIGINT');
+  const onSigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
   try {
     await lastValueFrom(
-      run.pipe(
+      start(controller.signal).pipe(
         tap((e) => {
-          r.event(e);
+          if (e.type === 'run-interrupted') {
+            interrupted = true;
+            r.event(e.checkpoint ? { ...e, resume: resumeCommand() } : e);
+          } else r.event(e);
           if (e.type === 'run-completed') completed = e;
         }),
       ),
@@ -96,7 +122,13 @@ async function drive(run: ReturnType<typeof runPruning>, json: boolean): Promise
     );
   } finally {
     process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
     r.close();
+  }
+  if (interrupted || (controller.signal.aborted && !completed)) {
+    const reason = controller.signal.reason as keyof typeof SIGNAL_EXIT;
+    process.exitCode = SIGNAL_EXIT[reason] ?? EXIT.interrupted;
+    return undefined;
   }
   return completed;
 }
@@ -213,7 +245,8 @@ export function buildProgram(): Command {
     .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
     .option('--seed <n>', 'seed (an integer)', seedArg, 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
-    .option('--checkpoint-every <n>', 'save every N steps', int('--checkpoint-every'))
+    .option('--checkpoint-every <n>', 'save a checkpoint in <out>/checkpoint every N steps', int('--checkpoint-every'))
+    .option('--resume', 'continue from the last checkpoint in <out>/checkpoint (same arguments)', false)
     .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
     .action(async (dir: string, o: Record<string, any>) => {
       await backend();
@@ -234,7 +267,7 @@ export function buildProgram(): Command {
         ...(o['checkpointEvery'] ? { checkpointEvery: o['checkpointEvery'] } : {}),
         ...(o['force'] ? { force: true } : {}),
       };
-      const done = await drive(runFinetune(spec), globals().json);
+      const done = await drive((signal) => runFinetune(spec, signal, { resume: Boolean(o['resume']) }), globals().json);
       if (done?.type === 'run-completed' && !globals().json) {
         const acc = done.metrics['accuracy'] as number | null;
         process.stdout.write(`dev accuracy ${acc === null ? 'n/a' : `${(100 * acc).toFixed(2)}%`}; saved ${o['out']}\n`);
@@ -274,8 +307,9 @@ export function buildProgram(): Command {
     .command('run <config>')
     .description('a pruning run from a YAML or JSON config: progress, report.json and the compacted model in <out>/model')
     .option('--out <dir>', 'output folder (overrides the config\'s out)')
+    .option('--resume', 'continue from the last checkpoint in <out>/checkpoint (same config)', false)
     .option('--force', 'write into an existing output folder that holds files Topiary did not write (only its own files are replaced)', false)
-    .action(async (file: string, o: { out?: string; force: boolean }) => {
+    .action(async (file: string, o: { out?: string; force: boolean; resume?: boolean }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
       if (o.force) spec.force = true;
       await backend();
@@ -283,7 +317,7 @@ export function buildProgram(): Command {
       if (!registry.has('pruner', spec.method)) {
         throw new UsageError(`${file}: field 'method' is '${spec.method}', expected one of ${registry.list().filter((c) => c.kind === 'pruner').map((c) => c.id).join(', ')}`);
       }
-      const done = await drive(runPruning(spec, registry), globals().json);
+      const done = await drive((signal) => runPruning(spec, registry, signal, { resume: Boolean(o.resume) }), globals().json);
       if (done?.type !== 'run-completed') return;
       const r = done.metrics as { accuracy: number; teacherAccuracy: number | null; encoderSparsity: number };
       if (!globals().json) {

@@ -68,6 +68,13 @@ export function progressRenderer(): Renderer {
         case 'run-completed':
           line(`done in ${e.wallSeconds.toFixed(1)} s`);
           break;
+        case 'run-interrupted':
+          line(
+            e.checkpoint
+              ? `interrupted (${e.reason}): stopped at step ${e.step}; checkpoint ${e.checkpoint}${e.resume ? `\nresume with: ${e.resume}` : ''}`
+              : `interrupted (${e.reason}) before the first checkpoint: nothing to resume; run the command again to start over`,
+          );
+          break;
         case 'epoch-started':
         case 'run-failed': // the CLI prints the error itself
           break;

@@ -7,6 +7,8 @@ import {
   budgetSteps,
   readSafetensors,
   resolveParts,
+  stage,
+  tensorState,
   tf,
   trainLoop,
   writeFileAtomic,
@@ -219,8 +221,22 @@ export class CoFiDistillLoss implements DistillationLoss {
 /** A copy of the model's parameters (and any other variables) to restore the best evaluated state. */
 class Snapshot {
   private readonly saved: [tf.Variable, Tensor][];
-  constructor(vars: tf.Variable[], readonly step: number, readonly accuracy: number, readonly expectedSparsity?: number, readonly reachedSparsity?: number) {
-    this.saved = vars.map((v) => [v, tf.keep(v.clone())]);
+  constructor(vars: tf.Variable[], readonly step: number, readonly accuracy: number, readonly expectedSparsity?: number, readonly reachedSparsity?: number, values?: NamedTensor[]) {
+    this.saved = vars.map((v, i) => [v, values ? tf.tensor(values[i]!.data, v.shape) : tf.keep(v.clone())]);
+  }
+  /** What a checkpoint keeps of it: the figures as JSON, the values as tensors `{prefix}.{i}`. */
+  state(prefix: string, tensors: Map<string, NamedTensor>): Record<string, unknown> {
+    this.saved.forEach(([, t], i) => tensors.set(`${prefix}.${i}`, tensorState(t)));
+    return { step: this.step, accuracy: this.accuracy, expectedSparsity: this.expectedSparsity ?? null, reachedSparsity: this.reachedSparsity ?? null, count: this.saved.length };
+  }
+  static fromState(vars: tf.Variable[], json: { step: number; accuracy: number; expectedSparsity: number | null; reachedSparsity: number | null; count: number }, prefix: string, tensors: Map<string, NamedTensor>): Snapshot {
+    if (json.count !== vars.length) throw new Error(`cofi: the checkpoint's ${prefix} snapshot has ${json.count} tensors, this run ${vars.length}`);
+    const values = vars.map((v, i) => {
+      const t = tensors.get(`${prefix}.${i}`);
+      if (!t || t.data.length !== v.size) throw new Error(`cofi: the checkpoint's ${prefix} snapshot misses tensor ${i} or it has the wrong size`);
+      return t;
+    });
+    return new Snapshot(vars, json.step, json.accuracy, json.expectedSparsity ?? undefined, json.reachedSparsity ?? undefined, values);
   }
   restore(): void {
     for (const [v, t] of this.saved) v.assign(t);
@@ -295,7 +311,7 @@ export class CoFiPruner implements Pruner {
     const rng = new Rng(ctx.seed + 17);
     const phases: Record<string, number> = {};
     let offset = 0;
-    const common = { model, train: ctx.train, teacher, control, trainable } as const;
+    const common = { model, train: ctx.train, teacher, control, trainable, ...(ctx.checkpoints ? { checkpoints: ctx.checkpoints } : {}) } as const;
     const transformGroup = { variables: transform.variables(), learningRate: ctx.training.learningRate, weightDecay: 0 };
     let best: Snapshot | undefined;
     // With sizeCorrection, while no evaluation is within epsilon: the one closest to the target.
@@ -303,15 +319,72 @@ export class CoFiPruner implements Pruner {
     // Read through a function: TypeScript does not see the assignments made in the evaluation hooks.
     const currentBest = (): Snapshot | undefined => best;
     const currentClosest = (): Snapshot | undefined => closest;
+    const cp = ctx.checkpoints;
+    let saving = false;
+    let lastExpected = 0;
+    // Which snapshots the state holds: the pruning phase's, then the fine-tuning phase's.
+    const snapshotVarsOf = (phase: 'prune' | 'finetune') => (phase === 'prune' ? [...snapshotVars(), ...l0.logAlphaVariables()] : snapshotVars());
+    let snapshotPhase: 'prune' | 'finetune' = 'prune';
     try {
-      let resumedFrom: string | undefined;
-      if (resume) {
-        resumedFrom = await loadL0(l0, transform, resume);
-        // Continue from where the masks are: the target rises from their expected sparsity to the new one.
-        l0.startSparsity = expectedOf(l0);
-        control.emit({ type: 'log', message: `cofi: resumed masks from ${resumedFrom} (expected sparsity ${(100 * l0.startSparsity).toFixed(2)}%, new target ${(100 * target).toFixed(2)}%)` });
-      }
-      const expectedStart = expectedOf(l0);
+      // Everything the learned masks and the best-model logic hold between steps, for resume.
+      cp?.register('cofi', {
+        state: () => {
+          const tensors = new Map<string, NamedTensor>();
+          for (const t of l0.types) tensors.set(`log_alpha.${t}`, tensorState(l0.logAlpha[t]!));
+          tensors.set('lambda_1', tensorState(l0.lambda1));
+          tensors.set('lambda_2', tensorState(l0.lambda2));
+          tensors.set('layer_transformation.weight', tensorState(transform.weight));
+          tensors.set('layer_transformation.bias', tensorState(transform.bias));
+          const b = currentBest();
+          const cl = currentClosest();
+          const json = {
+            rng: rng.position,
+            startSparsity: l0.startSparsity,
+            targetCorrection: l0.targetCorrection,
+            saving,
+            lastExpected,
+            snapshotPhase,
+            best: b ? b.state('best', tensors) : null,
+            closest: cl ? cl.state('closest', tensors) : null,
+          };
+          return { json, tensors };
+        },
+        restore: (s) => {
+          const j = s.json as { rng: number; startSparsity: number; targetCorrection: number; saving: boolean; lastExpected: number; snapshotPhase: 'prune' | 'finetune'; best: Parameters<typeof Snapshot.fromState>[1] | null; closest: Parameters<typeof Snapshot.fromState>[1] | null };
+          const tensors = s.tensors ?? new Map<string, NamedTensor>();
+          const take = (name: string, into: tf.Variable) => {
+            const saved = tensors.get(name);
+            if (!saved || saved.data.length !== into.size) throw new Error(`cofi: the checkpoint has no '${name}' of ${into.size} values`);
+            tf.tidy(() => into.assign(tf.tensor(saved.data, into.shape)));
+          };
+          for (const t of l0.types) take(`log_alpha.${t}`, l0.logAlpha[t]!);
+          take('lambda_1', l0.lambda1);
+          take('lambda_2', l0.lambda2);
+          take('layer_transformation.weight', transform.weight);
+          take('layer_transformation.bias', transform.bias);
+          rng.position = j.rng;
+          l0.startSparsity = j.startSparsity;
+          l0.targetCorrection = j.targetCorrection;
+          saving = j.saving;
+          lastExpected = j.lastExpected;
+          snapshotPhase = j.snapshotPhase;
+          if (j.best) best = Snapshot.fromState(snapshotVarsOf(snapshotPhase), j.best, 'best', tensors);
+          if (j.closest) closest = Snapshot.fromState(snapshotVarsOf(snapshotPhase), j.closest, 'closest', tensors);
+        },
+      });
+      const start = await stage(cp, 'cofi: start', async () => {
+        let resumedFrom: string | undefined;
+        if (resume) {
+          resumedFrom = await loadL0(l0, transform, resume);
+          // Continue from where the masks are: the target rises from their expected sparsity to the new one.
+          l0.startSparsity = expectedOf(l0);
+          control.emit({ type: 'log', message: `cofi: resumed masks from ${resumedFrom} (expected sparsity ${(100 * l0.startSparsity).toFixed(2)}%, new target ${(100 * target).toFixed(2)}%)` });
+        }
+        return { expectedStart: expectedOf(l0), ...(resumedFrom ? { resumedFrom } : {}) };
+      });
+      const expectedStart = start.expectedStart;
+      const resumedFrom = start.resumedFrom;
+      lastExpected ||= expectedStart;
 
       // 1. Optional distillation before pruning (reference `prepruning_finetune_steps`).
       if (distillSteps > 0) {
@@ -322,8 +395,6 @@ export class CoFiPruner implements Pruner {
 
       // 2. Pruning: sampled masks in training, deterministic in evaluation, Lagrangian to the target.
       const pruneStart = offset;
-      let saving = false;
-      let lastExpected = expectedStart;
       const r = await trainLoop({
         ...common,
         dev: phaseDev,
@@ -353,7 +424,7 @@ export class CoFiPruner implements Pruner {
           const reachedNow = l0.calculateModelSize(l0.deterministicZValues()).pruned_model_sparsity;
           const targetNow = l0.targetSparsityAt(step - pruneStart) + l0.targetCorrection;
           control.emit({ type: 'log', message: `cofi: step ${step}: expected sparsity ${(100 * expected).toFixed(2)}%, deterministic ${(100 * reachedNow).toFixed(2)}% (Lagrangian target now ${(100 * targetNow).toFixed(2)}%), dev accuracy ${(100 * metrics.accuracy).toFixed(2)}%` });
-          const snapshot = () => new Snapshot([...snapshotVars(), ...l0.logAlphaVariables()], step, metrics.accuracy, expected, reachedNow);
+          const snapshot = () => new Snapshot(snapshotVarsOf('prune'), step, metrics.accuracy, expected, reachedNow);
           if (sizeCorrection) {
             // The gap is measured afresh each time (not accumulated), so this is a fixed-point
             // iteration: expected = target + gap(expected) makes the deterministic sparsity the target.
@@ -382,32 +453,47 @@ export class CoFiPruner implements Pruner {
       });
       offset += r.steps;
       phases['prune'] = r.steps;
-      const pruneBest = currentBest();
-      const pruneClosest = currentClosest();
-      if (pruneBest) {
-        pruneBest.restore();
-        control.emit({ type: 'log', message: `cofi: best pruned model at step ${pruneBest.step} (dev accuracy ${(100 * pruneBest.accuracy).toFixed(2)}%, expected sparsity ${(100 * pruneBest.expectedSparsity!).toFixed(2)}%, deterministic ${(100 * pruneBest.reachedSparsity!).toFixed(2)}%)` });
-      } else if (pruneClosest) {
-        pruneClosest.restore();
-        control.emit({ type: 'warning', message: `cofi: no evaluated model's deterministic sparsity came within ${eps} of the target ${target}; keeping the closest, at step ${pruneClosest.step} (${(100 * pruneClosest.reachedSparsity!).toFixed(2)}%, dev accuracy ${(100 * pruneClosest.accuracy).toFixed(2)}%): give the pruning phase more steps or evaluate more often ('evalEvery')` });
-      } else {
-        control.emit({ type: 'warning', message: `cofi: the expected sparsity never came within ${eps} of the target ${target} at an evaluation; keeping the last model (expected ${(100 * lastExpected).toFixed(2)}%): give the pruning phase more steps, a longer budget or a higher 'maskLearningRate'` });
-      }
-      best?.dispose();
-      best = undefined;
-      pruneClosest?.dispose();
-      closest = undefined;
-      const targetCorrection = l0.targetCorrection;
-      const expectedSparsity = expectedOf(l0);
+      // The best (or closest) pruned model replaces the last one; skipped on resume once it has.
+      const afterPrune = await stage(cp, 'cofi: after pruning', async () => {
+        const pruneBest = currentBest();
+        const pruneClosest = currentClosest();
+        if (pruneBest) {
+          pruneBest.restore();
+          control.emit({ type: 'log', message: `cofi: best pruned model at step ${pruneBest.step} (dev accuracy ${(100 * pruneBest.accuracy).toFixed(2)}%, expected sparsity ${(100 * pruneBest.expectedSparsity!).toFixed(2)}%, deterministic ${(100 * pruneBest.reachedSparsity!).toFixed(2)}%)` });
+        } else if (pruneClosest) {
+          pruneClosest.restore();
+          control.emit({ type: 'warning', message: `cofi: no evaluated model's deterministic sparsity came within ${eps} of the target ${target}; keeping the closest, at step ${pruneClosest.step} (${(100 * pruneClosest.reachedSparsity!).toFixed(2)}%, dev accuracy ${(100 * pruneClosest.accuracy).toFixed(2)}%): give the pruning phase more steps or evaluate more often ('evalEvery')` });
+        } else {
+          control.emit({ type: 'warning', message: `cofi: the expected sparsity never came within ${eps} of the target ${target} at an evaluation; keeping the last model (expected ${(100 * lastExpected).toFixed(2)}%): give the pruning phase more steps, a longer budget or a higher 'maskLearningRate'` });
+        }
+        best?.dispose();
+        best = undefined;
+        pruneClosest?.dispose();
+        closest = undefined;
+        snapshotPhase = 'finetune';
+        const expectedSparsity = expectedOf(l0);
+        const size = l0.calculateModelSize(l0.deterministicZValues());
+        let l0File: string | undefined;
+        if (ctx.out) {
+          l0File = await saveL0(l0, transform, path.join(ctx.out, L0_STATE_DIR), { targetSparsity: target, expectedSparsity, prunedModelSparsity: size.pruned_model_sparsity, ...(resumedFrom ? { resumedFrom } : {}) });
+        }
+        return { targetCorrection: l0.targetCorrection, expectedSparsity, ...(pruneBest ? { pruneBest: { step: pruneBest.step, accuracy: pruneBest.accuracy } } : {}), ...(l0File ? { l0File } : {}) };
+      });
+      const { targetCorrection, expectedSparsity, l0File } = afterPrune;
+      const pruneBest = afterPrune.pruneBest;
       const zValues = l0.deterministicZValues();
       const size = l0.calculateModelSize(zValues);
-      let l0File: string | undefined;
-      if (ctx.out) {
-        l0File = await saveL0(l0, transform, path.join(ctx.out, L0_STATE_DIR), { targetSparsity: target, expectedSparsity, prunedModelSparsity: size.pruned_model_sparsity, ...(resumedFrom ? { resumedFrom } : {}) });
-      }
 
       // 3. Fine-tuning with the deterministic masks frozen.
-      const masks = bindMasks(maskSetOf(zValues, ctx.masks), model);
+      // The run's own mask set, changed in place, so that checkpoints and the export hold these masks.
+      const masks = ctx.masks;
+      const frozen = maskSetOf(zValues, ctx.masks);
+      masks.headMask = frozen.headMask;
+      masks.neuronMask = frozen.neuronMask;
+      masks.hiddenMask = frozen.hiddenMask;
+      masks.mhaMask = frozen.mhaMask;
+      masks.ffnMask = frozen.ffnMask;
+      bindMasks(masks, model);
       control.emit({ type: 'masks-updated', step: offset, sparsity: masks.sparsity(model), target });
       let finetuneAccuracy: number | undefined;
       let finetuneBest: { step: number; accuracy: number } | undefined;
@@ -438,12 +524,13 @@ export class CoFiPruner implements Pruner {
         } finally {
           for (const loss of custom ?? []) loss.dispose?.();
         }
-        const ftBest = currentBest();
-        if (ftBest) {
+        finetuneBest = await stage(cp, 'cofi: after fine-tuning', async () => {
+          const ftBest = currentBest();
+          if (!ftBest) return undefined;
           ftBest.restore();
-          finetuneBest = { step: ftBest.step, accuracy: ftBest.accuracy };
           control.emit({ type: 'log', message: `cofi: best fine-tuned model at step ${ftBest.step} (dev accuracy ${(100 * ftBest.accuracy).toFixed(2)}%)` });
-        }
+          return { step: ftBest.step, accuracy: ftBest.accuracy };
+        }) ?? undefined;
       }
       const reached = masks.sparsity(model);
       return {

@@ -1,6 +1,7 @@
 import {
   Rng,
   clsOf,
+  tensorState,
   tf,
   type Batch,
   type BertModel,
@@ -9,6 +10,7 @@ import {
   type ForwardOptions,
   type ForwardOutput,
   type LossInput,
+  type NamedTensor,
   type PruneContext,
   type Scalar,
   type Tensor,
@@ -95,6 +97,8 @@ export class ContrastiveLoss implements DistillationLoss {
   private rowOf = new Map<number, number>();
   private bankLabels = new Int32Array(0);
   private hidden = 0;
+  /** The default sampler's generator (its position goes into checkpoints). */
+  private readonly rng: Rng;
 
   constructor(opts: ContrastiveOptions = {}) {
     const preset = opts.preset ?? 'structured';
@@ -109,7 +113,7 @@ export class ContrastiveLoss implements DistillationLoss {
     for (const [k, v] of Object.entries({ temperature: this.temperature, extraExamples: this.extraExamples, unsupervisedWeight: this.unsupervisedWeight, supervisedWeight: this.supervisedWeight })) {
       if (!(typeof v === 'number' && v >= 0 && Number.isFinite(v))) throw new Error(`contrastive: option '${k}' must be a non-negative number, got ${JSON.stringify(v)}`);
     }
-    const rng = new Rng(opts.seed ?? 0);
+    const rng = (this.rng = new Rng(opts.seed ?? 0));
     this.sampler =
       opts.sampler ??
       ((n, k) => {
@@ -192,6 +196,25 @@ export class ContrastiveLoss implements DistillationLoss {
       });
     });
     return { contrastive: tf.addN(terms) as Scalar };
+  }
+
+  /** Banks (the snapshots are the student's at earlier levels: they cannot be recomputed) and the sampler's position. */
+  state(): { json: { rng: number; banks: string[] }; tensors: Map<string, NamedTensor> } {
+    const tensors = new Map<string, NamedTensor>();
+    for (const [k, b] of Object.entries(this.banks)) if (b) tensors.set(k, tensorState(b));
+    return { json: { rng: this.rng.position, banks: [...tensors.keys()] }, tensors };
+  }
+
+  /** Replaces the banks `onRunStart` built with the saved ones. */
+  restore(s: { json?: unknown; tensors?: Map<string, NamedTensor> }): void {
+    const j = s.json as { rng: number; banks: string[] };
+    this.dispose();
+    for (const k of j.banks as (keyof typeof this.banks)[]) {
+      const t = s.tensors?.get(k);
+      if (!t || t.shape.length !== 3 || t.shape[0] !== this.rowOf.size) throw new Error(`contrastive: the checkpoint's '${k}' bank is missing or not [${this.rowOf.size}, reps, hidden]`);
+      this.banks[k] = tf.tensor3d(t.data, t.shape as [number, number, number]);
+    }
+    this.rng.position = j.rng;
   }
 
   dispose(): void {

@@ -4,6 +4,7 @@ import type { Batch, BertModel, ForwardOutput, StructuredMasks } from './model/b
 import type { MaskSet } from './pruning/masks.js';
 import type { RunControl } from './events.js';
 import type { Dataset } from './data/dataset.js';
+import type { RunCheckpoints, Stateful } from './engine/checkpoint.js';
 
 /**
  * What can be pruned, and at which granularity. A criterion scores the elements of a group; a
@@ -54,6 +55,9 @@ export interface ImportanceCriterion {
   onGradients?(grads: Record<string, Tensor>, ctx: CriterionContext): void;
   score(groups: PrunableGroup[], ctx: CriterionContext): Promise<Scores>;
   dispose?(): void;
+  /** Criteria with state across levels (a generator) save and restore it for resume. */
+  state?: Stateful['state'];
+  restore?: Stateful['restore'];
 }
 
 /** One pruning level of a schedule: reach `sparsity`, then train `steps`. */
@@ -93,6 +97,9 @@ export interface DistillationLoss {
   onLevelEnd?(ctx: PruneContext, level: number): Promise<void>;
   onRunStart?(ctx: PruneContext): Promise<void>;
   dispose?(): void;
+  /** Losses with state (banks, snapshots, samplers) save and restore it for resume; restored after `onRunStart`. */
+  state?: Stateful['state'];
+  restore?: Stateful['restore'];
 }
 
 export interface PruneContext {
@@ -114,6 +121,12 @@ export interface PruneContext {
   out?: string;
   /** The checkpoint the student was loaded from (its tokenizer files go with every exported model). */
   modelDir?: string;
+  /**
+   * The run's checkpoints (`checkpointEvery`, resume). Pass it to `trainLoop`, which saves and resumes
+   * itself; register stateful components (`registerParts` for criteria and losses) and wrap work
+   * between training loops in `checkpoints.stage(key, fn)` so a resumed run skips what had finished.
+   */
+  checkpoints?: RunCheckpoints;
 }
 
 export interface TrainingOptions {

@@ -31,7 +31,9 @@ export type RunEvent =
   | { type: 'log'; message: string }
   | { type: 'run-completed'; metrics: Record<string, unknown>; wallSeconds: number }
   /** The last event of a run (or command) that failed: `--json` prints it on stdout before exiting. */
-  | { type: 'run-failed'; error: RunFailure };
+  | { type: 'run-failed'; error: RunFailure }
+  /** The run was aborted and stopped at a step boundary; `checkpoint` is the last one written (null: none). */
+  | { type: 'run-interrupted'; step: number | null; checkpoint: string | null; reason: string; /** The command that continues the run (the CLI adds it). */ resume?: string };
 
 /** Why a run stopped: the error's name and message, and the exit code class of the CLI. */
 export interface RunFailure {

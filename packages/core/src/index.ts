@@ -73,7 +73,9 @@ export type { EvaluateOptions } from './engine/evaluate.js';
 export { budgetSteps, trainLoop } from './engine/train.js';
 export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
 export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runInputPaths, runPruning, saveRunCheckpoint } from './engine/run.js';
-export type { DataSpec, FinetuneSpec, RunInputs, RunSpec } from './engine/run.js';
+export type { DataSpec, FinetuneSpec, RunInputs, RunOptions, RunSpec } from './engine/run.js';
+export { RunCheckpoints, STATE_FILE, STATE_TENSORS_FILE, configDifferences, flattenConfig, readSavedState, registerParts, stage, tensorState } from './engine/checkpoint.js';
+export type { ComponentState, SavedState, Stateful } from './engine/checkpoint.js';
 
 export { compact, compactedParamCount } from './pruning/compact.js';
 export { structureFromWeightMasks } from './pruning/weight-structure.js';

@@ -107,6 +107,14 @@ export class RandomCriterion implements ImportanceCriterion {
   async score(groups: PrunableGroup[]): Promise<Scores> {
     return new Map(groups.map((g) => [groupKey(g), Float32Array.from({ length: g.size }, () => this.rng.next())]));
   }
+
+  /** The generator's position: a resumed run draws the later levels' scores as the uninterrupted one. */
+  state(): { json: number } {
+    return { json: this.rng.position };
+  }
+  restore(s: { json?: unknown }): void {
+    this.rng.position = s.json as number;
+  }
 }
 
 /** Weight groups for every encoder linear layer of `model` (what unstructured criteria score). */

@@ -3,7 +3,9 @@ import {
   budgetSteps,
   compactedParamCount,
   encoderLinearNames,
+  registerParts,
   resolveParts,
+  tensorState,
   structureFromWeightMasks,
   tf,
   trainLoop,
@@ -151,6 +153,19 @@ export class MovementPruner implements Pruner {
     const finalMask = (t: Target, threshold: number): Float32Array => tf.tidy(() => expand(tf.tensor2d(binarize(t, threshold), t.grid), t).dataSync() as Float32Array);
     const scoreVars = targets.flatMap((t) => (t.scores ? [t.scores] : []));
     for (const loss of losses) await loss.onRunStart?.(ctx);
+    // The scores (and, through the loop, their optimizer moments) go into every checkpoint.
+    ctx.checkpoints?.register('movement', {
+      state: () => ({ tensors: new Map(targets.flatMap((t) => (t.scores ? [[t.name, tensorState(t.scores)] as const] : []))) }),
+      restore: (s) => {
+        for (const t of targets) {
+          if (!t.scores) continue;
+          const saved = s.tensors?.get(t.name);
+          if (!saved || saved.data.length !== t.scores.size) throw new Error(`movement: the checkpoint has no scores for ${t.name}, or not ${t.scores.size} of them`);
+          tf.tidy(() => t.scores!.assign(tf.tensor(saved.data, t.scores!.shape)));
+        }
+      },
+    });
+    registerParts(ctx.checkpoints, { losses });
     const res = await trainLoop({
       model,
       train: ctx.train,
@@ -174,6 +189,7 @@ export class MovementPruner implements Pruner {
           }
         : {}),
       phase: `movement (${mode})`,
+      ...(ctx.checkpoints ? { checkpoints: ctx.checkpoints } : {}),
       // Losses with snapshots (contrastive) take one of the masked model after every epoch.
       onEpochEnd: async (epoch) => {
         if (!losses.some((l) => l.onLevelEnd)) return;

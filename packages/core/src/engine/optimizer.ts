@@ -1,5 +1,7 @@
 import { tf, type Tensor } from '../tf.js';
 import { fusedAdamW, fusedSumSquares } from '../backend/fused.js';
+import type { NamedTensor } from '../io/safetensors.js';
+import { tensorState } from './checkpoint.js';
 
 export interface ParamGroup {
   variables: tf.Variable[];
@@ -69,6 +71,29 @@ export class AdamW {
         }
       }
     });
+  }
+
+  /** Step count and moments (`m.{i}`, `v.{i}` by position in `variables`), for checkpoints. */
+  state(): { json: { t: number }; tensors: Map<string, NamedTensor> } {
+    const tensors = new Map<string, NamedTensor>();
+    this.variables.forEach((p, i) => {
+      tensors.set(`m.${i}`, tensorState(this.m.get(p)!));
+      tensors.set(`v.${i}`, tensorState(this.v.get(p)!));
+    });
+    return { json: { t: this.t }, tensors };
+  }
+
+  restore(s: { json?: unknown; tensors?: Map<string, NamedTensor> }): void {
+    const t = (s.json as { t?: unknown } | undefined)?.t;
+    if (typeof t !== 'number') throw new Error('optimizer state: no step count');
+    this.variables.forEach((p, i) => {
+      for (const [k, into] of [['m', this.m.get(p)!], ['v', this.v.get(p)!]] as const) {
+        const saved = s.tensors?.get(`${k}.${i}`);
+        if (!saved || saved.data.length !== into.size) throw new Error(`optimizer state: moment '${k}.${i}' is missing or has ${saved?.data.length} values, expected ${into.size}`);
+        tf.tidy(() => into.assign(tf.tensor(saved.data, into.shape)));
+      }
+    });
+    this.t = t;
   }
 
   dispose(): void {

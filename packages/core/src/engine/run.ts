@@ -7,11 +7,14 @@ import type { ModelFamily } from '../model/families/family.js';
 import { assertCheckpointFolder, assertTokenizerFits, checkpointLabels } from '../io/checks.js';
 import { loadTokenizer, type TextTokenizer } from '../io/tokenizer.js';
 import { loadDataset, type Dataset, type ReadOptions } from '../data/dataset.js';
-import type { PruneContext, ResolvePlugin, TrainingOptions } from '../contracts.js';
-import { createRun, type RunEvent } from '../events.js';
+import type { PruneContext, PruneResult, ResolvePlugin, TrainingOptions } from '../contracts.js';
+import { RunAborted, createRun, type RunControl, type RunEvent } from '../events.js';
 import { MaskSet, bindMasks } from '../pruning/masks.js';
 import { compact } from '../pruning/compact.js';
-import { saveMasks } from '../pruning/mask-io.js';
+import { loadMasks, saveMasks } from '../pruning/mask-io.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import { ConfigError } from '../model/config.js';
+import { RunCheckpoints, STATE_FILE, STATE_TENSORS_FILE, configDifferences, flattenConfig, readSavedState, type SavedState } from './checkpoint.js';
 import { writeDirAtomic, writeFileAtomic } from '../io/atomic.js';
 import { prepareOutput } from '../io/outputs.js';
 import { activeBackend } from '../backend/backend.js';
@@ -123,13 +126,17 @@ export function disposeInputs(inputs: RunInputs): void {
   inputs.pretrained?.dispose();
 }
 
-/** Writes the masked model and its masks to `<out>/checkpoint` (atomically: a kill leaves the previous one). */
-export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, step: number, tokenizerFrom: string, opts: { force?: boolean } = {}): Promise<string> {
+/**
+ * Writes a checkpoint to `<out>/checkpoint` (atomically: a kill leaves the previous one): the model
+ * (`model/`, a Hugging Face folder), its masks, and the run's resumable state (`state.json`,
+ * `state.safetensors`: step, config, finished stages, optimizer moments, RNGs, pruner state).
+ */
+export async function saveRunCheckpoint(out: string, model: BertModel, masks: MaskSet, state: SavedState, tokenizerFrom: string, opts: { force?: boolean } = {}): Promise<string> {
   const dir = path.join(out, 'checkpoint');
   await writeDirAtomic(dir, async (tmp) => {
     await saveBert(model, path.join(tmp, 'model'), { tokenizerFrom });
     await saveMasks(masks, tmp);
-    await fs.writeFile(path.join(tmp, 'state.json'), `${JSON.stringify({ step }, null, 2)}\n`);
+    await writeState(tmp, state);
   }, { kind: 'checkpoint', ...(opts.force ? { force: true } : {}) });
   return dir;
 }
@@ -140,26 +147,93 @@ export function runInputPaths(spec: { model: string; teacher?: string; pretraine
   return [spec.model, spec.teacher, spec.pretrained, spec.data.train, spec.data.dev, spec.data.labels, ...optionFiles].filter((p): p is string => Boolean(p));
 }
 
+async function writeState(dir: string, state: SavedState): Promise<void> {
+  const { tensors, ...json } = state;
+  await writeSafetensors(path.join(dir, STATE_TENSORS_FILE), tensors);
+  await fs.writeFile(path.join(dir, STATE_FILE), `${JSON.stringify(json, null, 2)}\n`);
+}
+
+/** Options of a run beyond its spec. */
+export interface RunOptions {
+  /** Continue from the last checkpoint in `<out>/checkpoint` (an error when there is none or it belongs to another config). */
+  resume?: boolean;
+}
+
+/** The fields a checkpoint must agree on to be resumed (everything but where it goes, how often it saves, and --force). */
+function configOf(spec: object): Record<string, unknown> {
+  const { out: _out, checkpointEvery: _every, force: _force, ...rest } = spec as Record<string, unknown>;
+  return flattenConfig(rest);
+}
+
+/** Reads the checkpoint to resume from and checks it belongs to this config (before anything loads). */
+async function resumable(spec: { out: string }, config: Record<string, unknown>, dir = path.join(spec.out, 'checkpoint')): Promise<{ dir: string; state: SavedState }> {
+  const state = await readSavedState(dir, spec.out);
+  const diff = configDifferences(state.config, config);
+  if (diff.length > 0) {
+    throw new ConfigError(`${path.join(dir, STATE_FILE)}: the checkpoint belongs to another configuration; resuming needs the same one (differing fields: ${diff.join('; ')})`);
+  }
+  return { dir, state };
+}
+
+/** Sets `model`'s parameters to those saved in a checkpoint's model folder (same shapes, bit for bit). */
+async function restoreModel(model: BertModel, dir: string): Promise<void> {
+  const saved = await loadBert(dir);
+  try {
+    for (const [name, v] of model.params) {
+      const s = saved.params.get(name);
+      if (!s || s.size !== v.size) throw new ConfigError(`${dir}: parameter '${name}' is missing or misshapen (expected [${v.shape}])`);
+      v.assign(s);
+    }
+  } finally {
+    saved.dispose();
+  }
+}
+
+/** Says where an aborted run stopped, then lets the abort end the run. */
+function interrupted(err: unknown, control: RunControl, checkpoints: RunCheckpoints): never {
+  if (err instanceof RunAborted) {
+    const reason = control.signal.reason;
+    control.emit({ type: 'run-interrupted', step: checkpoints.last?.step ?? null, checkpoint: checkpoints.last?.path ?? null, reason: typeof reason === 'string' ? reason : 'aborted' });
+  }
+  throw err;
+}
+
 /**
  * A pruning run as a cold Observable of events: loads everything, evaluates the teacher, runs the
  * pruner, compacts and exports the model to `<out>/model`, evaluates the exported model (the accuracy
- * reported is the exported model's), and writes `<out>/report.json`.
+ * reported is the exported model's), and writes `<out>/report.json`. Checkpoints go to
+ * `<out>/checkpoint` every `checkpointEvery` steps, at the end of each training phase and when the run
+ * is aborted; `resume` continues from the last one.
  */
-export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: AbortSignal): Observable<RunEvent> {
+export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: AbortSignal, opts: RunOptions = {}): Observable<RunEvent> {
   return createRun(async (control) => {
     const started = Date.now();
     const backend = activeBackend()?.name ?? 'unknown';
+    const pruner = resolve.pruner(spec.method, {});
+    // --resume without a checkpoint (or of another config) fails before anything is created.
+    const config = configOf(spec);
+    const resumed = opts.resume ? await resumable(spec, config) : undefined;
     // Before any model loads: a bad output fails now, not after the training.
     await prepareOutput(spec.out, { kind: 'run', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
-    const pruner = resolve.pruner(spec.method, {});
     const inputs = await loadRunInputs(spec, resolve.families?.());
     try {
       const { model, teacher, train, dev } = inputs;
-      control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      const total = budgetSteps(spec.training, train.size);
+      control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: total, time: new Date(started).toISOString() });
       const teacherAccuracy = teacher ? evaluate(teacher, dev, { batchSize: 128 }).accuracy : undefined;
       if (teacherAccuracy !== undefined) control.emit({ type: 'log', message: `teacher dev accuracy ${(100 * teacherAccuracy).toFixed(2)}%` });
       await fs.mkdir(spec.out, { recursive: true });
-      const masks = bindMasks(MaskSet.ones(model), model);
+      const masks = resumed ? await loadMasks(resumed.dir, model) : bindMasks(MaskSet.ones(model), model);
+      if (resumed) {
+        await restoreModel(model, path.join(resumed.dir, 'model'));
+        control.emit({ type: 'log', message: `resuming from ${resumed.dir} (step ${resumed.state.step})` });
+      }
+      const checkpoints = new RunCheckpoints({
+        ...(spec.checkpointEvery ? { every: spec.checkpointEvery } : {}),
+        config,
+        write: (state) => saveRunCheckpoint(spec.out, model, masks, state, spec.model, spec.force ? { force: true } : {}),
+        ...(resumed ? { resumed: resumed.state, resumedPath: resumed.dir } : {}),
+      });
       const ctx: PruneContext = {
         model,
         masks,
@@ -174,10 +248,26 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         training: spec.training,
         out: spec.out,
         modelDir: spec.model,
+        checkpoints,
       };
-      const result = await pruner.run(ctx);
+      let result: PruneResult;
+      const finished = checkpoints.completed('pruner');
+      if (finished) result = { model, masks, report: finished.result as Record<string, unknown> };
+      else {
+        try {
+          result = await pruner.run(ctx);
+        } catch (err) {
+          interrupted(err, control, checkpoints);
+        }
+        // A pruner that returns a new mask set: the run's one takes its values, so the checkpoint holds them.
+        if (result.masks !== masks) Object.assign(masks, result.masks.clone());
+        if (result.model !== model) throw new Error(`${spec.method}: the pruner returned another model than ctx.model; pruners change the run's model in place (checkpoints and resume hold it)`);
+        result = { ...result, masks };
+      }
+      checkpoints.unregisterAll();
+      checkpoints.finish('pruner', result.report ?? {});
       const sparsity = result.masks.sparsity(result.model);
-      await saveRunCheckpoint(spec.out, result.model, result.masks, -1, spec.model, spec.force ? { force: true } : {});
+      await checkpoints.save(total);
       const small = compact(result.model, result.masks);
       try {
         const exported = path.join(spec.out, 'model');
@@ -233,32 +323,58 @@ export interface FinetuneSpec {
 
 /**
  * Fine-tunes a checkpoint on a task (a pretrained encoder gets a fresh head sized from the labels)
- * and saves it to `out` as a Hugging Face folder that `eval` loads.
+ * and saves it to `out` as a Hugging Face folder that `eval` loads. While it trains, `out` is its
+ * checkpoint (every `checkpointEvery` steps and when aborted): a loadable model folder with the run's
+ * `state.json` and `state.safetensors` next to it, which `resume` continues from. The finished model
+ * replaces it.
  */
-export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal): Observable<RunEvent> {
+export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunOptions = {}): Observable<RunEvent> {
   return createRun(async (control) => {
     const started = Date.now();
+    const config = configOf(spec);
+    const resumed = opts.resume ? await resumable(spec, config, spec.out) : undefined;
     await prepareOutput(spec.out, { kind: 'model', inputs: runInputPaths(spec), ...(spec.force ? { force: true } : {}), what: 'out' });
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
       control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
-      const res = await trainLoop({
-        model,
-        train,
-        dev,
-        losses: [new CrossEntropyLoss()],
-        training: spec.training,
-        seed: spec.seed,
-        control,
-        ...(spec.evalEvery ? { evalEvery: spec.evalEvery } : {}),
-        phase: 'finetune',
-        ...(spec.checkpointEvery ? { checkpointEvery: spec.checkpointEvery } : {}),
-        saveCheckpoint: async () => {
-          await saveBert(model, spec.out, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
+      if (resumed) {
+        await restoreModel(model, resumed.dir);
+        control.emit({ type: 'log', message: `resuming from ${resumed.dir} (step ${resumed.state.step})` });
+      }
+      const checkpoints = new RunCheckpoints({
+        ...(spec.checkpointEvery ? { every: spec.checkpointEvery } : {}),
+        config,
+        write: async (state) => {
+          // The model folder (saveBert fills the temporary folder in place), then the state beside it, renamed at once.
+          await writeDirAtomic(spec.out, async (tmp) => {
+            await saveBert(model, tmp, { tokenizerFrom: spec.model });
+            await writeState(tmp, state);
+          }, { kind: 'model', ...(spec.force ? { force: true } : {}) });
           return spec.out;
         },
+        ...(resumed ? { resumed: resumed.state, resumedPath: resumed.dir } : {}),
       });
+      let res: Awaited<ReturnType<typeof trainLoop>>;
+      try {
+        res = await trainLoop({
+          model,
+          train,
+          dev,
+          losses: [new CrossEntropyLoss()],
+          training: spec.training,
+          seed: spec.seed,
+          control,
+          ...(spec.evalEvery ? { evalEvery: spec.evalEvery } : {}),
+          phase: 'finetune',
+          checkpoints,
+        });
+      } catch (err) {
+        interrupted(err, control, checkpoints);
+      }
+      // The model alone replaces the checkpoint (a finished run has nothing to resume).
+      await saveBert(model, spec.out, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
+      control.emit({ type: 'checkpoint-saved', step: res.steps, path: spec.out });
       const wallSeconds = (Date.now() - started) / 1000;
       const metrics = { accuracy: res.metrics?.accuracy ?? null, macroF1: res.metrics?.macroF1 ?? null, steps: res.steps, trainExamples: train.size, wallSeconds };
       control.emit({ type: 'run-completed', metrics, wallSeconds });

@@ -6,7 +6,8 @@ import { loadDataset } from '../data/dataset.js';
 import { trainLoop } from './train.js';
 import { CrossEntropyLoss } from './losses.js';
 import { AdamW, linearSchedule } from './optimizer.js';
-import type { RunControl, RunEvent } from '../events.js';
+import { RunAborted, type RunControl, type RunEvent } from '../events.js';
+import { RunCheckpoints, type SavedState } from './checkpoint.js';
 import { SHARED, modelDir } from '../test-support/shared.js';
 import { testBackend } from '../test-support/backend.js';
 import * as path from 'node:path';
@@ -48,6 +49,50 @@ describe('training engine', () => {
       model.dispose();
     }
     expect(losses[0]).toEqual(losses[1]);
+  });
+
+  it('an aborted loop saves at the step boundary and a resumed one ends bit for bit as the uninterrupted one (mid-epoch, dropout on)', async () => {
+    const dir = modelDir('bert-tiny-wordnet-supersense');
+    const tok = await loadTokenizer(dir);
+    const labels = (await loadBert(dir).then((m) => { const l = m.config.id2label; m.dispose(); return l; }));
+    // 40 examples in batches of 8: 12 steps span three shuffled epochs; the abort falls inside the second.
+    const train = await loadDataset(path.join(SHARED, 'datasets/wordnet-supersense/dev.jsonl'), tok, { limit: 40, labels, maxLength: 32 });
+    const opts = { train, losses: [new CrossEntropyLoss()], training: { ...training, maxSteps: 12 }, seed: 7, phase: 'test' };
+    const weights = (m: { params: Map<string, tf.Variable> }) => new Map([...m.params].map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
+    const stepLosses = (events: RunEvent[]) => new Map(events.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss.total] as const] : [])));
+
+    const full = await loadBert(dir);
+    const fullEvents: RunEvent[] = [];
+    await trainLoop({ ...opts, model: full, control: control(fullEvents) });
+    const want = weights(full);
+    full.dispose();
+
+    const before = tf.memory().numTensors;
+    const model = await loadBert(dir);
+    const controller = new AbortController();
+    const aborting: RunControl = { emit: () => {}, signal: controller.signal, checkpoint: () => { if (controller.signal.aborted) throw new RunAborted(); } };
+    let saved: { state: SavedState; weights: Map<string, Float32Array> } | undefined;
+    const config = { seed: 7 };
+    const cp = new RunCheckpoints({ config, write: async (state) => { saved = { state, weights: weights(model) }; return 'memory'; } });
+    await expect(trainLoop({ ...opts, model, control: aborting, checkpoints: cp, afterStep: (s) => { if (s === 6) controller.abort('test'); } })).rejects.toBeInstanceOf(RunAborted);
+    expect(saved!.state.step).toBe(7);
+    expect(tf.memory().numTensors - before).toBe(model.params.size);
+
+    // A new process, as it were: a fresh model takes the saved weights, the loop its saved state.
+    const again = await loadBert(dir);
+    for (const [k, v] of again.params) v.assign(tf.tensor(saved!.weights.get(k)!, v.shape));
+    const events: RunEvent[] = [];
+    const resumed = new RunCheckpoints({ config, write: async () => 'memory', resumed: saved!.state, resumedPath: 'memory' });
+    await trainLoop({ ...opts, model: again, control: control(events), checkpoints: resumed });
+    const got = weights(again);
+    for (const [k, v] of want) expect(Buffer.compare(Buffer.from(got.get(k)!.buffer), Buffer.from(v.buffer)), k).toBe(0);
+    // The same batches with the same dropout masks: every step's loss after the checkpoint matches.
+    const a = stepLosses(fullEvents);
+    const b = stepLosses(events);
+    expect([...b.keys()]).toEqual([8, 9, 10, 11, 12]);
+    for (const [s, l] of b) expect(l).toBe(a.get(s));
+    model.dispose();
+    again.dispose();
   });
 
   it('AdamW matches a hand-computed first step, with decoupled decay', () => {

@@ -6,6 +6,7 @@ import type { LossTerms, Metrics, RunControl } from '../events.js';
 import { Rng } from '../model/ops.js';
 import { AdamW, clipByGlobalNorm, decays, linearSchedule, type ParamGroup } from './optimizer.js';
 import { evaluate } from './evaluate.js';
+import type { RunCheckpoints } from './checkpoint.js';
 
 export interface TrainLoopOptions {
   model: BertModel;
@@ -37,9 +38,13 @@ export interface TrainLoopOptions {
   evalForward?: () => Omit<ForwardOptions, 'training'>;
   /** Called after each evaluation (e.g. to keep the best model once a constraint holds). */
   onEvaluated?: (metrics: Metrics, step: number) => void | Promise<void>;
-  /** Persist a checkpoint (called every `checkpointEvery` steps and at the end). */
-  saveCheckpoint?: (step: number) => Promise<string>;
-  checkpointEvery?: number;
+  /**
+   * The run's checkpoints (`PruneContext.checkpoints`): the loop writes one every `checkpoints.every`
+   * global steps, at its end and when the run is aborted, with its own state (optimizer moments, step,
+   * epoch and batch position, dropout RNG, last metrics); on resume it continues at the saved step, or
+   * returns at once when the checkpoint was written after it had finished.
+   */
+  checkpoints?: RunCheckpoints;
   /** Label of this phase in events (`finetune`, `prune`, `level 2`...). */
   phase?: string;
   /** Step number the first step of this loop reports (phases continue the count). */
@@ -65,6 +70,15 @@ export function budgetSteps(training: TrainingOptions, examples: number): number
  */
 export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const { model, train, training, control } = o;
+  const cp = o.checkpoints;
+  const offset = o.stepOffset ?? 0;
+  // Loops are told apart by phase and first step (deterministic for a config, so resume finds them again).
+  const key = `train ${o.phase ?? ''}@${offset}`;
+  const finished = cp?.completed(key);
+  if (finished) {
+    cp!.finish(key, finished.result);
+    return finished.result as TrainLoopResult;
+  }
   const total = budgetSteps(training, train.size);
   const warmup = Math.round(training.warmupRatio * total);
   const trainable = o.trainable ?? (() => true);
@@ -77,12 +91,48 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const optimizer = new AdamW([...modelGroups, ...(o.extraGroups ?? [])].filter((g) => g.variables.length > 0));
   const varList = optimizer.variables;
   const rng = new Rng(o.seed);
-  const offset = o.stepOffset ?? 0;
   const needsTeacher = o.teacher !== undefined && o.losses.some((l) => l.needs?.teacher);
   const teacherHidden = o.losses.some((l) => l.needs?.hiddenStates);
   let step = 0;
   let epoch = 0;
+  /** Batches of the current epoch already trained on (resume skips them: same data order). */
+  let batchInEpoch = 0;
   let metrics: Metrics | undefined;
+  let savedAt = -1;
+  const save = async () => {
+    if (!cp || savedAt === offset + step) return;
+    const path = await cp.save(offset + step);
+    savedAt = offset + step;
+    control.emit({ type: 'checkpoint-saved', step: offset + step, path });
+  };
+  if (cp) {
+    const restored = cp.register('loop', {
+      state: () => {
+        const opt = optimizer.state();
+        return { json: { key, step, epoch, batchInEpoch, rng: rng.position, optimizer: opt.json, ...(metrics ? { metrics } : {}) }, tensors: opt.tensors };
+      },
+      restore: (s) => {
+        const j = s.json as { key: string; step: number; epoch: number; batchInEpoch: number; rng: number; optimizer: unknown; metrics?: Metrics };
+        if (j.key !== key) throw new Error(`resume: the checkpoint was written in training loop '${j.key}', but the run reached '${key}' first (the pruner's stages changed?)`);
+        step = j.step;
+        epoch = j.epoch;
+        batchInEpoch = j.batchInEpoch;
+        rng.position = j.rng;
+        metrics = j.metrics;
+        optimizer.restore({ json: j.optimizer, ...(s.tensors ? { tensors: s.tensors } : {}) });
+      },
+    });
+    if (restored) {
+      savedAt = offset + step;
+      control.emit({ type: 'log', message: `resumed ${o.phase ?? 'training'} at step ${offset + step} (epoch ${epoch}, batch ${batchInEpoch})` });
+    }
+  }
+  /** At a step boundary: an aborted run saves where it is, then stops. */
+  const boundary = async () => {
+    if (!control.signal.aborted) return;
+    await save();
+    control.checkpoint();
+  };
   const evalNow = async () => {
     if (!o.dev) return;
     const ev = evaluate(model, o.dev, {
@@ -93,12 +143,15 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
     control.emit({ type: 'evaluated', step: offset + step, metrics, ...(o.phase ? { phase: o.phase } : {}) });
     await o.onEvaluated?.(metrics, offset + step);
   };
+  let result: TrainLoopResult;
   try {
     while (step < total) {
       control.emit({ type: 'epoch-started', epoch, ...(o.phase ? { phase: o.phase } : {}) });
+      let index = 0;
       for (const batch of train.batches(training.batchSize, { shuffleSeed: o.seed * 1000 + epoch })) {
+        if (index++ < batchInEpoch) continue;
         if (step >= total) break;
-        control.checkpoint();
+        await boundary();
         const globalStep = offset + step;
         const scale = linearSchedule(step, warmup, total);
         const terms: Record<string, number> = {};
@@ -144,6 +197,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         });
         o.afterStep?.(globalStep);
         step++;
+        batchInEpoch++;
         control.emit({
           type: 'step',
           step: offset + step,
@@ -154,23 +208,28 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
           ...(o.phase ? { phase: o.phase } : {}),
         });
         if (o.evalEvery && step % o.evalEvery === 0 && step < total) await evalNow();
-        if (o.saveCheckpoint && o.checkpointEvery && step % o.checkpointEvery === 0 && step < total) {
-          const path = await o.saveCheckpoint(offset + step);
-          control.emit({ type: 'checkpoint-saved', step: offset + step, path });
-        }
+        // Periodic checkpoints count the run's global steps, so `checkpointEvery` spans phases.
+        if (cp?.every && (offset + step) % cp.every === 0 && step < total) await save();
         // Let the event loop breathe (progress rendering, abort signals) between steps.
         await new Promise<void>((r) => setImmediate(r));
       }
       await o.onEpochEnd?.(epoch);
       epoch++;
+      batchInEpoch = 0;
     }
+    await boundary();
     await evalNow();
-    if (o.saveCheckpoint) {
-      const path = await o.saveCheckpoint(offset + step);
-      control.emit({ type: 'checkpoint-saved', step: offset + step, path });
+    result = metrics ? { steps: step, metrics } : { steps: step };
+    if (cp) {
+      // The loop is over: later checkpoints record its result instead of its state.
+      cp.unregister('loop');
+      cp.finish(key, result);
+      savedAt = -1;
+      await save();
     }
   } finally {
+    cp?.unregister('loop');
     optimizer.dispose();
   }
-  return metrics ? { steps: step, metrics } : { steps: step };
+  return result;
 }

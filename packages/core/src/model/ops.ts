@@ -108,6 +108,13 @@ export class Rng {
   int(): number {
     return Math.floor(this.next() * 2 ** 31);
   }
+  /** The generator's whole state (one 32-bit word), for checkpoints. */
+  get position(): number {
+    return this.state;
+  }
+  set position(state: number) {
+    this.state = state >>> 0;
+  }
   shuffle<T>(items: T[]): T[] {
     for (let i = items.length - 1; i > 0; i--) {
       const j = Math.floor(this.next() * (i + 1));

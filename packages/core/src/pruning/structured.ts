@@ -8,6 +8,7 @@ import { saveBert } from '../io/checkpoint.js';
 import { resolveParts } from './spec.js';
 import { determinePruningSequence, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
 import { encoderLinearNames } from '../model/bert.js';
+import { registerParts, stage } from '../engine/checkpoint.js';
 
 export interface LevelReport {
   level: number;
@@ -69,34 +70,40 @@ export class StructuredPruner implements Pruner {
             { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
           ]);
     for (const loss of losses) await loss.onRunStart?.({ ...ctx, options: opts });
+    const cp = ctx.checkpoints;
+    registerParts(cp, { criterion, losses });
     const reports: LevelReport[] = [];
     let offset = 0;
     for (const [i, level] of levels.entries()) {
       control.checkpoint();
-      const scores = await criterion.score(groups, {
-        model,
-        masks,
-        batches: function* () {
-          let n = 0;
-          for (const b of ctx.train.batches(ctx.training.batchSize, { shuffleSeed: ctx.seed + 7919 * (i + 1) })) {
-            if (n++ >= scoreBatches) return;
-            yield b;
-          }
-        },
-        ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
-        control,
+      // Selection, training and the level's end are separate stages: a resumed run skips what had finished.
+      const sparsity = await stage(cp, `level ${i + 1}: select`, async () => {
+        const scores = await criterion.score(groups, {
+          model,
+          masks,
+          batches: function* () {
+            let n = 0;
+            for (const b of ctx.train.batches(ctx.training.batchSize, { shuffleSeed: ctx.seed + 7919 * (i + 1) })) {
+              if (n++ >= scoreBatches) return;
+              yield b;
+            }
+          },
+          ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
+          control,
+        });
+        if (this.unit === 'weights') {
+          const byParam = new Map(groups.map((g) => [g.param!, scores.get(groupKey(g))!]));
+          masks.weightMasks = weightMasksTopFraction(byParam, 1 - level.sparsity, scope, masks.weightMasks);
+        } else {
+          const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
+          const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
+          masks.headMask = pruneHeadMask(headImportance, masks.headMask, sequence.heads[i]!, minHeads);
+          masks.neuronMask = pruneNeuronMask(neuronImportance, masks.neuronMask, sequence.neurons[i]!);
+        }
+        const sparsity = masks.sparsity(model);
+        control.emit({ type: 'masks-updated', step: offset, sparsity, level: i + 1, target: level.sparsity });
+        return sparsity;
       });
-      if (this.unit === 'weights') {
-        const byParam = new Map(groups.map((g) => [g.param!, scores.get(groupKey(g))!]));
-        masks.weightMasks = weightMasksTopFraction(byParam, 1 - level.sparsity, scope, masks.weightMasks);
-      } else {
-        const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
-        const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
-        masks.headMask = pruneHeadMask(headImportance, masks.headMask, sequence.heads[i]!, minHeads);
-        masks.neuronMask = pruneNeuronMask(neuronImportance, masks.neuronMask, sequence.neurons[i]!);
-      }
-      const sparsity = masks.sparsity(model);
-      control.emit({ type: 'masks-updated', step: offset, sparsity, level: i + 1, target: level.sparsity });
       let accuracy: number | undefined;
       if (level.steps > 0) {
         const res = await trainLoop({
@@ -111,35 +118,38 @@ export class StructuredPruner implements Pruner {
           forwardMasks: () => masks.toTensors(),
           phase: `level ${i + 1}/${levels.length}`,
           stepOffset: offset,
+          ...(cp ? { checkpoints: cp } : {}),
         });
         offset += res.steps;
         accuracy = res.metrics?.accuracy;
-      } else {
-        accuracy = evaluate(model, levelDev, { forward: () => masks.toTensors() }).accuracy;
       }
-      for (const loss of losses) await loss.onLevelEnd?.({ ...ctx, options: opts }, i);
-      let exported: string | undefined;
-      if (opts['exportLevels'] && ctx.out) {
-        // Each level's snapshot as its own compacted checkpoint, so every sparsity can be evaluated and timed.
-        exported = path.join(ctx.out, 'levels', String(i + 1), 'model');
-        const small = compact(model, masks);
-        try {
-          await saveBert(small, exported, ctx.modelDir ? { tokenizerFrom: ctx.modelDir } : {});
-        } finally {
-          small.dispose();
+      const report = await stage(cp, `level ${i + 1}: end`, async (): Promise<LevelReport> => {
+        if (level.steps <= 0) accuracy = evaluate(model, levelDev, { forward: () => masks.toTensors() }).accuracy;
+        for (const loss of losses) await loss.onLevelEnd?.({ ...ctx, options: opts }, i);
+        let exported: string | undefined;
+        if (opts['exportLevels'] && ctx.out) {
+          // Each level's snapshot as its own compacted checkpoint, so every sparsity can be evaluated and timed.
+          exported = path.join(ctx.out, 'levels', String(i + 1), 'model');
+          const small = compact(model, masks);
+          try {
+            await saveBert(small, exported, ctx.modelDir ? { tokenizerFrom: ctx.modelDir } : {});
+          } finally {
+            small.dispose();
+          }
+          control.emit({ type: 'checkpoint-saved', step: offset, path: exported });
         }
-        control.emit({ type: 'checkpoint-saved', step: offset, path: exported });
-      }
-      reports.push({
-        level: i + 1,
-        targetSparsity: level.sparsity,
-        encoderSparsity: sparsity.encoderSparsity,
-        ...(accuracy !== undefined ? { accuracy } : {}),
-        remainingEncoderParams: masks.sparsity(model).remainingEncoderParams,
-        ...(exported ? { model: exported } : {}),
-        heads: masks.headMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
-        neurons: masks.neuronMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+        return {
+          level: i + 1,
+          targetSparsity: level.sparsity,
+          encoderSparsity: sparsity.encoderSparsity,
+          ...(accuracy !== undefined ? { accuracy } : {}),
+          remainingEncoderParams: masks.sparsity(model).remainingEncoderParams,
+          ...(exported ? { model: exported } : {}),
+          heads: masks.headMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+          neurons: masks.neuronMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+        };
       });
+      reports.push(report);
     }
     criterion.dispose?.();
     for (const loss of losses) loss.dispose?.();
