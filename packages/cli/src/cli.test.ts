@@ -55,6 +55,26 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(r.stderr).toContain('targetSparsity');
   });
 
+  it('exits 2 naming the config file and the field of a bad component id or option, before any model loads', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    const cfg = path.join(dir, 'bad-options.yaml');
+    // The model does not exist: a message about it would mean the run got as far as loading.
+    writeFileSync(cfg, 'method: structured\nmodel: no-such-model\ndata: { train: a.jsonl, dev: b.jsonl }\ntargetSparsity: 0.5\ncriterion: { id: first-order, options: { normalise: true } }\nlosses: [kd, { id: nope }]\n');
+    const r = topiary('run', cfg);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${cfg}: invalid config`);
+    expect(r.stderr).toMatch(/criterion\.options\.normalise: unknown option/);
+    expect(r.stderr).toMatch(/losses\[1\]\.id: no loss 'nope'/);
+    expect(r.stderr).not.toContain('no-such-model');
+  });
+
+  it('plugins --json lists each component\'s options', () => {
+    const list = JSON.parse(topiary('plugins', '--json').stdout) as { id: string; options?: { name: string; type: string; default?: unknown; description: string }[] }[];
+    const iterative = list.find((c) => c.id === 'iterative')!;
+    expect(iterative.options!.map((o) => o.name)).toEqual(['levels', 'targetSparsity', 'steps']);
+    expect(iterative.options!.find((o) => o.name === 'steps')).toMatchObject({ type: 'integer (>= 1)', default: 4 });
+  });
+
   it('exits 2 on an unknown option and 0 on --help', () => {
     expect(topiary('--bogus-flag').code).toBe(2);
     const h = topiary('--help');

@@ -26,7 +26,7 @@ import {
   type BackendName,
   type RunEvent,
 } from '@topiary/core';
-import { UsageError, readRunConfig } from './config.js';
+import { UsageError, assertValidRunConfig, readRunConfig } from './config.js';
 import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
@@ -261,11 +261,10 @@ export function buildProgram(): Command {
     .option('--out <dir>', 'output folder (overrides the config\'s out)')
     .action(async (file: string, o: { out?: string }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
-      await backend();
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
-      if (!registry.has('pruner', spec.method)) {
-        throw new UsageError(`${file}: field 'method' is '${spec.method}', expected one of ${registry.list().filter((c) => c.kind === 'pruner').map((c) => c.id).join(', ')}`);
-      }
+      // Pruner, criterion, scheduler and loss ids and their options, before any model loads.
+      assertValidRunConfig(file, spec, registry);
+      await backend();
       const done = await drive(runPruning(spec, registry), globals().json);
       if (done?.type !== 'run-completed') return;
       const r = done.metrics as { accuracy: number; teacherAccuracy: number | null; encoderSparsity: number };
