@@ -11,12 +11,14 @@ import {
   PluginError,
   compact,
   createRunContainer,
+  defaultFinetuneLearningRate,
   evaluate,
   isBackendInstalled,
   loadBert,
   loadDataset,
   loadMasks,
   loadTokenizer,
+  readConfig,
   runFinetune,
   nativeGemm,
   runPruning,
@@ -199,19 +201,25 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'first N training examples', int('--limit'))
     .option('--batch-size <n>', 'batch size', int('--batch-size'), DEFAULT_TRAINING.batchSize)
     .option('--max-length <n>', 'truncate to N tokens', int('--max-length'), DEFAULT_TRAINING.maxLength)
-    .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
+    .option('--lr <x>', 'peak learning rate (default: from the model\'s hidden size, 1e-3 for bert-tiny\'s 128; see defaultFinetuneLearningRate)', num('--lr'))
+    .option('--text-field <name>', 'text field/column', 'text')
+    .option('--pair-field <name>', 'second text field/column (sentence pairs)')
+    .option('--label-field <name>', 'label field/column', 'label')
     .option('--seed <n>', 'seed', (v: string) => Number.parseInt(v, 10), 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
     .option('--checkpoint-every <n>', 'save every N steps', int('--checkpoint-every'))
     .action(async (dir: string, o: Record<string, any>) => {
       await backend();
+      const lr = o['lr'] ?? defaultFinetuneLearningRate((await readConfig(dir)).hiddenSize);
+      if (o['lr'] === undefined) process.stderr.write(`learning rate ${lr.toPrecision(2)} (the default for the model's hidden size; --lr to choose)\n`);
+      const fields = { textField: o['textField'], labelField: o['labelField'], ...(o['pairField'] ? { pairField: o['pairField'] } : {}) };
       const spec = {
         model: dir,
-        data: { train: o['train'], dev: o['dev'], ...(o['labels'] ? { labels: o['labels'] } : {}), ...(o['limit'] ? { trainLimit: o['limit'] } : {}) },
+        data: { train: o['train'], dev: o['dev'], ...fields, ...(o['labels'] ? { labels: o['labels'] } : {}), ...(o['limit'] ? { trainLimit: o['limit'] } : {}) },
         training: {
           ...DEFAULT_TRAINING,
           batchSize: o['batchSize'],
-          learningRate: o['lr'],
+          learningRate: lr,
           epochs: o['epochs'],
           maxLength: o['maxLength'],
           ...(o['maxSteps'] ? { maxSteps: o['maxSteps'] } : {}),

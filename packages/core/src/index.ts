@@ -62,7 +62,7 @@ export { validateRunOptions } from './plugins/validate.js';
 export type { RunOptionIssue } from './plugins/validate.js';
 export type { ComponentDefinition, ComponentInstance, ComponentKind } from './plugins/tokens.js';
 
-export { AdamW, clipByGlobalNorm, decays, linearSchedule } from './engine/optimizer.js';
+export { AdamW, clipByGlobalNorm, decays, defaultFinetuneLearningRate, linearSchedule } from './engine/optimizer.js';
 export type { ParamGroup } from './engine/optimizer.js';
 export { CrossEntropyLoss, KdLoss, crossEntropy, kdLoss } from './engine/losses.js';
 export type { KdOptions } from './engine/losses.js';

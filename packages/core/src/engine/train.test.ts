@@ -5,7 +5,7 @@ import { loadTokenizer } from '../io/tokenizer.js';
 import { loadDataset } from '../data/dataset.js';
 import { trainLoop } from './train.js';
 import { CrossEntropyLoss } from './losses.js';
-import { AdamW, linearSchedule } from './optimizer.js';
+import { AdamW, defaultFinetuneLearningRate, linearSchedule } from './optimizer.js';
 import type { RunControl, RunEvent } from '../events.js';
 import { SHARED, modelDir } from '../test-support/shared.js';
 import { testBackend } from '../test-support/backend.js';
@@ -86,6 +86,13 @@ describe('training engine', () => {
     opt.dispose();
     p.dispose();
     g.dispose();
+  });
+
+  it('defaults the fine-tuning learning rate from the hidden size: 1e-3 up to 256, lower for wider models', () => {
+    expect(defaultFinetuneLearningRate(128)).toBe(1e-3);
+    expect(defaultFinetuneLearningRate(256)).toBe(1e-3);
+    expect(defaultFinetuneLearningRate(768)).toBeCloseTo(1e-3 / 9, 12);
+    expect(defaultFinetuneLearningRate(1024)).toBeLessThan(defaultFinetuneLearningRate(768));
   });
 
   it('warms up linearly and decays to zero', () => {
