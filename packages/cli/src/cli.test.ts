@@ -55,6 +55,46 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(r.stderr).toContain('targetSparsity');
   });
 
+  it('exits 2 naming the config file and the field of a bad component id or option, before any model loads', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    const cfg = path.join(dir, 'bad-options.yaml');
+    // The model does not exist: a message about it would mean the run got as far as loading.
+    writeFileSync(cfg, 'method: structured\nmodel: no-such-model\ndata: { train: a.jsonl, dev: b.jsonl }\ntargetSparsity: 0.5\ncriterion: { id: first-order, options: { normalise: true } }\nlosses: [kd, { id: nope }]\n');
+    const r = topiary('run', cfg);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${cfg}: invalid config`);
+    expect(r.stderr).toMatch(/criterion\.options\.normalise: unknown option/);
+    expect(r.stderr).toMatch(/losses\[1\]\.id: no loss 'nope'/);
+    expect(r.stderr).not.toContain('no-such-model');
+  });
+
+  it('plugins --json lists each component\'s options', () => {
+    const list = JSON.parse(topiary('plugins', '--json').stdout) as { id: string; options?: { name: string; type: string; default?: unknown; description: string }[] }[];
+    const iterative = list.find((c) => c.id === 'iterative')!;
+    expect(iterative.options!.map((o) => o.name)).toEqual(['levels', 'targetSparsity', 'steps']);
+    expect(iterative.options!.find((o) => o.name === 'steps')).toMatchObject({ type: 'integer (>= 1)', default: 4 });
+  });
+
+  it('finetune reads --text-field, --pair-field and --label-field: a label only the second text decides is learned', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    const data = path.join(dir, 'pairs.jsonl');
+    // The same first text everywhere; the label follows the second, so without it nothing beats chance.
+    const lines = Array.from({ length: 64 }, (_, i) => JSON.stringify({ premise: 'the same gloss for every line', hypothesis: i % 3 === 0 ? 'alpha' : 'omega', y: i % 3 === 0 ? 'first' : 'second' }));
+    writeFileSync(data, `${lines.join('\n')}\n`);
+    const pretrained = path.join(root, 'examples/models/bert-tiny-wordnet-pretrained');
+    const args = ['--json', 'finetune', pretrained, '--train', data, '--dev', data, '--text-field', 'premise', '--label-field', 'y', '--max-steps', '30', '--batch-size', '16'];
+    const r = topiary(...args, '--pair-field', 'hypothesis', '--out', path.join(dir, 'with-pair'));
+    expect(r.code, r.stderr).toBe(0);
+    const done = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.type === 'run-completed');
+    expect(done.metrics.accuracy).toBe(1);
+    // No --lr: the default for bert-tiny's hidden size (1e-3), said on stderr.
+    expect(r.stderr).toContain('learning rate 0.0010 (the default');
+    // A pair field the data lacks is named.
+    const missing = topiary(...args, '--pair-field', 'second_text', '--out', path.join(dir, 'missing'));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("field 'second_text'");
+  });
+
   it('exits 2 on an unknown option and 0 on --help', () => {
     expect(topiary('--bogus-flag').code).toBe(2);
     const h = topiary('--help');

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { DEFAULT_TRAINING, type RunSpec } from '@topiary/core';
+import { DEFAULT_TRAINING, validateRunOptions, type PluginRegistry, type RunSpec } from '@topiary/core';
 
 /** A usage or configuration error: exit code 2, message names the field. */
 export class UsageError extends Error {
@@ -59,7 +59,9 @@ export const RunConfigSchema = z
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 
 /** Reads a YAML or JSON run config; relative paths resolve against the config file's folder. */
-export async function readRunConfig(file: string, overrides: { out?: string } = {}): Promise<RunSpec & { minAccuracyRetention?: number }> {
+export type ReadRunConfig = RunSpec & { minAccuracyRetention?: number; /** Where the config wrote each pruner option that is not under `options`. */ fields?: Record<string, string> };
+
+export async function readRunConfig(file: string, overrides: { out?: string } = {}): Promise<ReadRunConfig> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
@@ -80,10 +82,14 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   const options: Record<string, unknown> = { ...c.options };
   // Options that name files (cofi's `resumeMasks`) resolve against the config's folder like every other path.
   for (const k of ['resumeMasks', 'resumeFrom']) if (typeof options[k] === 'string') options[k] = abs(options[k] as string);
-  if (c.criterion !== undefined) options['criterion'] = c.criterion;
-  if (c.scheduler !== undefined) options['scheduler'] = c.scheduler;
-  if (c.losses !== undefined) options['losses'] = c.losses;
-  const spec: RunSpec & { minAccuracyRetention?: number } = {
+  const fields: Record<string, string> = {};
+  for (const k of ['criterion', 'scheduler', 'losses'] as const) {
+    if (c[k] === undefined) continue;
+    options[k] = c[k];
+    fields[k] = k;
+  }
+  if (c.targetSparsity !== undefined) fields['targetSparsity'] = 'targetSparsity';
+  const spec: ReadRunConfig = {
     method: c.method,
     model: abs(c.model),
     data: {
@@ -102,5 +108,19 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   if (c.targetSparsity !== undefined) spec.targetSparsity = c.targetSparsity;
   if (c.checkpointEvery !== undefined) spec.checkpointEvery = c.checkpointEvery;
   if (c.minAccuracyRetention !== undefined) spec.minAccuracyRetention = c.minAccuracyRetention;
+  spec.fields = fields;
   return spec;
+}
+
+/**
+ * Checks the pruner id, its options and every component a config names (ids and options) against
+ * the registered schemas, before anything loads: a UsageError naming the config file and each field
+ * (`criterion.options.normalize`, `options.levels[2]`, `losses[1].id`) otherwise.
+ */
+export function assertValidRunConfig(file: string, spec: ReadRunConfig, registry: PluginRegistry): void {
+  // The pruner sees the run's targetSparsity among its options (runPruning).
+  const options = { ...spec.options, ...(spec.targetSparsity !== undefined ? { targetSparsity: spec.targetSparsity } : {}) };
+  const fields = spec.fields ?? {};
+  const issues = validateRunOptions(registry, spec.method, options, (k) => fields[k] ?? (k === 'targetSparsity' ? 'targetSparsity' : `options.${k}`));
+  if (issues.length > 0) throw new UsageError(`${file}: invalid config\n${issues.map((i) => `  ${i.field}: ${i.message}`).join('\n')}`);
 }

@@ -113,8 +113,8 @@ beforeAll(async () => {
   writeFileSync(at('run', 'report.json'), '{}');
   // A run config whose output is the folder holding its model.
   variant(path.join('self', 'model'));
-  writeFileSync(at('self', 'run.yaml'), `method: structured\nmodel: model\ndata: { train: ${at('train.jsonl')}, dev: ${at('dev.jsonl')} }\nout: .\n`);
-  writeFileSync(at('no-teacher.yaml'), `method: structured\nmodel: ${tiny}\nteacher: ${at('nope-teacher')}\ndata: { train: ${at('train.jsonl')}, dev: ${at('dev.jsonl')} }\nout: ${fresh('no-teacher')}\n`);
+  writeFileSync(at('self', 'run.yaml'), `method: structured\ntargetSparsity: 0.5\nmodel: model\ndata: { train: ${at('train.jsonl')}, dev: ${at('dev.jsonl')} }\nout: .\n`);
+  writeFileSync(at('no-teacher.yaml'), `method: structured\ntargetSparsity: 0.5\nmodel: ${tiny}\nteacher: ${at('nope-teacher')}\ndata: { train: ${at('train.jsonl')}, dev: ${at('dev.jsonl')} }\nout: ${fresh('no-teacher')}\n`);
   // A plugin folder whose package.json names no existing entry.
   mkdirSync(at('plugin-broken'));
   writeFileSync(at('plugin-broken', 'package.json'), JSON.stringify({ name: 'broken', type: 'module', exports: { '.': { import: './dist/index.js' } } }));

@@ -13,6 +13,7 @@ import {
   assertTokenizerFits,
   compact,
   createRunContainer,
+  defaultFinetuneLearningRate,
   evaluate,
   isBackendInstalled,
   loadBert,
@@ -20,6 +21,7 @@ import {
   loadMasks,
   loadTokenizer,
   prepareOutput,
+  readConfig,
   runFinetune,
   nativeGemm,
   runPruning,
@@ -30,7 +32,7 @@ import {
   type RunEvent,
   type RunFailure,
 } from '@topiary/core';
-import { UsageError, readRunConfig } from './config.js';
+import { UsageError, assertValidRunConfig, readRunConfig } from './config.js';
 import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
@@ -242,7 +244,10 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'first N training examples', int('--limit'))
     .option('--batch-size <n>', 'batch size', int('--batch-size'), DEFAULT_TRAINING.batchSize)
     .option('--max-length <n>', 'truncate to N tokens', int('--max-length'), DEFAULT_TRAINING.maxLength)
-    .option('--lr <x>', 'peak learning rate', num('--lr'), 1e-4)
+    .option('--lr <x>', 'peak learning rate (default: from the model\'s hidden size, 1e-3 for bert-tiny\'s 128; see defaultFinetuneLearningRate)', num('--lr'))
+    .option('--text-field <name>', 'text field/column', 'text')
+    .option('--pair-field <name>', 'second text field/column (sentence pairs)')
+    .option('--label-field <name>', 'label field/column', 'label')
     .option('--seed <n>', 'seed (an integer)', seedArg, 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
     .option('--checkpoint-every <n>', 'save a checkpoint in <out>/checkpoint every N steps', int('--checkpoint-every'))
@@ -250,13 +255,16 @@ export function buildProgram(): Command {
     .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
     .action(async (dir: string, o: Record<string, any>) => {
       await backend();
+      const lr = o['lr'] ?? defaultFinetuneLearningRate((await readConfig(dir)).hiddenSize);
+      if (o['lr'] === undefined) process.stderr.write(`learning rate ${lr.toPrecision(2)} (the default for the model's hidden size; --lr to choose)\n`);
+      const fields = { textField: o['textField'], labelField: o['labelField'], ...(o['pairField'] ? { pairField: o['pairField'] } : {}) };
       const spec = {
         model: dir,
-        data: { train: o['train'], dev: o['dev'], ...(o['labels'] ? { labels: o['labels'] } : {}), ...(o['limit'] ? { trainLimit: o['limit'] } : {}) },
+        data: { train: o['train'], dev: o['dev'], ...fields, ...(o['labels'] ? { labels: o['labels'] } : {}), ...(o['limit'] ? { trainLimit: o['limit'] } : {}) },
         training: {
           ...DEFAULT_TRAINING,
           batchSize: o['batchSize'],
-          learningRate: o['lr'],
+          learningRate: lr,
           epochs: o['epochs'],
           maxLength: o['maxLength'],
           ...(o['maxSteps'] ? { maxSteps: o['maxSteps'] } : {}),
@@ -312,11 +320,10 @@ export function buildProgram(): Command {
     .action(async (file: string, o: { out?: string; force: boolean; resume?: boolean }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
       if (o.force) spec.force = true;
-      await backend();
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
-      if (!registry.has('pruner', spec.method)) {
-        throw new UsageError(`${file}: field 'method' is '${spec.method}', expected one of ${registry.list().filter((c) => c.kind === 'pruner').map((c) => c.id).join(', ')}`);
-      }
+      // Pruner, criterion, scheduler and loss ids and their options, before any model loads.
+      assertValidRunConfig(file, spec, registry);
+      await backend();
       const done = await drive((signal) => runPruning(spec, registry, signal, { resume: Boolean(o.resume) }), globals().json);
       if (done?.type !== 'run-completed') return;
       const r = done.metrics as { accuracy: number; teacherAccuracy: number | null; encoderSparsity: number };

@@ -4,9 +4,9 @@
  * distillation, and the final fine-tuning with frozen masks; the math is exported for reuse.
  */
 import { provide, type TopiaryPlugin } from '@topiary/core';
-import { CoFiPruner, type CoFiOptions } from './pruner.js';
+import { COFI_OPTIONS, CoFiPruner, type CoFiOptions } from './pruner.js';
 
-export { CoFiDistillLoss, CoFiPruner, L0_STATE_DIR, L0_STATE_FILE } from './pruner.js';
+export { COFI_OPTIONS, CoFiDistillLoss, CoFiPruner, L0_STATE_DIR, L0_STATE_FILE } from './pruner.js';
 export type { CoFiOptions } from './pruner.js';
 
 /**
@@ -22,6 +22,7 @@ export function cofiPlugin(options: CoFiOptions = {}): TopiaryPlugin {
         kind: 'pruner',
         id: 'cofi',
         description: 'CoFi: L0 masks on attention/FFN blocks, heads, neurons and hidden dims with a Lagrangian to the target, layerwise distillation, final fine-tuning',
+        options: COFI_OPTIONS,
         create: (o) => new CoFiPruner({ ...options, ...(o as CoFiOptions) }),
       });
     },

@@ -5,6 +5,7 @@ import {
   Rng,
   bindMasks,
   budgetSteps,
+  componentRef,
   readSafetensors,
   resolveParts,
   stage,
@@ -13,6 +14,7 @@ import {
   trainLoop,
   writeFileAtomic,
   writeSafetensors,
+  z,
   type ComponentSpec,
   type DistillationLoss,
   type LossInput,
@@ -101,6 +103,44 @@ export interface CoFiOptions {
   /** @deprecated alias of `resumeMasks`. */
   resumeFrom?: string;
 }
+
+const positive = () => z.number().positive();
+const nonNegative = () => z.number().min(0);
+/** Options of `cofi`, with the defaults `run` applies (the checks of `checkOptions`, before any model loads). */
+export const COFI_OPTIONS = z
+  .strictObject({
+    targetSparsity: z.number().gt(0).lt(1).describe("expected encoder sparsity to reach (the run's top-level targetSparsity)"),
+    types: z.array(z.enum(MASK_TYPES as unknown as [MaskType, ...MaskType[]])).min(1).optional().describe(`mask granularities to learn (default all: ${MASK_TYPES.join(', ')})`),
+    maskLearningRate: positive().default(0.01).describe('learning rate of the log-alphas (reference reg_learning_rate)'),
+    lagrangianLearningRate: positive().optional().describe("learning rate of the multipliers' ascent (default: maskLearningRate)"),
+    droprateInit: z.number().min(0).lt(1).default(0.5).describe('initial drop rate of FFN neurons'),
+    maskTemperature: positive().default(2 / 3).describe('hard-concrete temperature'),
+    lagrangianWarmup: nonNegative().optional().describe('steps over which the target rises (default: lagrangianWarmupFraction of the pruning phase)'),
+    lagrangianWarmupFraction: z.number().min(0).lt(1).default(0.2).describe('the same as a fraction of the pruning phase'),
+    distillSteps: z.number().int().min(0).optional().describe('distillation before pruning, in steps (default none)'),
+    distillEpochs: nonNegative().optional().describe('the same in epochs'),
+    distillFraction: z.number().min(0).lt(1).optional().describe('the same as a fraction of the budget'),
+    finetuneSteps: z.number().int().min(0).optional().describe('fine-tuning with frozen masks, in steps (default: finetuneFraction)'),
+    finetuneEpochs: nonNegative().optional().describe('the same in epochs'),
+    finetuneFraction: z.number().min(0).lt(1).default(0.2).describe('the same as a fraction of the budget'),
+    finetuneLearningRate: positive().optional().describe('model learning rate of the fine-tuning phase (default: training.learningRate)'),
+    finetuneLosses: z.array(componentRef).optional().describe("losses of the fine-tuning phase (default: CoFi's distillation)"),
+    ceLossAlpha: nonNegative().default(0.1).describe('weight of prediction distillation'),
+    layerLossAlpha: nonNegative().default(0.9).describe('weight of layer distillation'),
+    distillTemperature: positive().default(2).describe('temperature of prediction distillation'),
+    teacherLayers: z.array(z.number().int().min(0)).min(1).optional().describe('teacher layers to match (default: 4 evenly spaced, ending at the last)'),
+    removedLayerRule: z.enum(['reference', 'layer']).default('reference').describe('how removed student layers restrict the matching'),
+    sparsityEpsilon: nonNegative().default(0.01).describe('the best model is kept only within this of the target'),
+    evalEvery: z.number().int().min(1).optional().describe('evaluate every N steps (default: 10 times a phase)'),
+    evalExamples: z.number().int().min(1).optional().describe('evaluate inside the phases on this many evenly spaced dev examples (default: all)'),
+    keepBest: z.boolean().default(true).describe('keep the best evaluated model of each phase'),
+    sizeCorrection: z.boolean().default(true).describe('steer the deterministic (exported) masks to the target'),
+    resumeMasks: z.string().min(1).optional().describe("a finished cofi run's folder (or its cofi/l0.safetensors) to continue from"),
+    resumeFrom: z.string().min(1).optional().describe('deprecated alias of resumeMasks'),
+  })
+  .superRefine((o, ctx) => {
+    if (o.resumeMasks !== undefined && o.resumeFrom !== undefined && o.resumeMasks !== o.resumeFrom) ctx.addIssue({ code: 'custom', path: ['resumeFrom'], message: "give 'resumeMasks' or its alias 'resumeFrom', not both" });
+  });
 
 const KNOWN: ReadonlySet<string> = new Set([
   'targetSparsity', 'types', 'maskLearningRate', 'lagrangianLearningRate', 'droprateInit', 'maskTemperature', 'lagrangianWarmup', 'lagrangianWarmupFraction',

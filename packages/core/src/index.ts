@@ -62,9 +62,13 @@ export type { PluginFactory, TopiaryPlugin } from './plugins/plugin.js';
 export { PluginRegistry, createRunContainer } from './plugins/registry.js';
 export type { ComponentListing } from './plugins/registry.js';
 export { COMPONENT_KINDS, TOKENS } from './plugins/tokens.js';
+export { checkOptions, componentRef, describeOptions, fractionOption, isOptionsSchema, z } from './plugins/options.js';
+export type { OptionIssue, OptionListing, OptionsSchema } from './plugins/options.js';
+export { validateRunOptions } from './plugins/validate.js';
+export type { RunOptionIssue } from './plugins/validate.js';
 export type { ComponentDefinition, ComponentInstance, ComponentKind } from './plugins/tokens.js';
 
-export { AdamW, clipByGlobalNorm, decays, linearSchedule } from './engine/optimizer.js';
+export { AdamW, clipByGlobalNorm, decays, defaultFinetuneLearningRate, linearSchedule } from './engine/optimizer.js';
 export type { ParamGroup } from './engine/optimizer.js';
 export { CrossEntropyLoss, KdLoss, crossEntropy, kdLoss } from './engine/losses.js';
 export type { KdOptions } from './engine/losses.js';

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../tf.js';
 import { useBackend } from './backend.js';
 import { accelerateWasm, nativeGemm } from './accelerate.js';
@@ -15,7 +15,7 @@ async function onCpu(f: () => tf.Tensor): Promise<Float32Array> {
   return Float32Array.from(v);
 }
 
-const rand = (shape: number[], seed: number) => tf.randomUniform(shape, -1, 1, 'float32', seed);
+const rand = (shape: number[], seed: number, lo = -1, hi = 1) => tf.randomUniform(shape, lo, hi, 'float32', seed);
 
 describe('wasm replacement kernels', () => {
   beforeAll(async () => {
@@ -103,6 +103,86 @@ describe('wasm replacement kernels', () => {
     got.dispose();
     expect(() => tf.tidy(() => tf.gather(rand([4, 3], 8), tf.tensor1d([4], 'int32')))).toThrow(/index 4/);
   });
+});
+
+/** Runs `f` on cpu and on wasm (as accelerated now): the same shape, values within `atol`, no tensor leaked. */
+async function expectAsCpu(label: string, f: () => tf.Tensor, atol = 1e-5): Promise<void> {
+  await tf.setBackend('cpu');
+  const c = tf.tidy(f);
+  const wantShape = c.shape;
+  const want = Float32Array.from(c.dataSync() as Float32Array);
+  c.dispose();
+  await tf.setBackend('wasm');
+  const before = tf.memory().numTensors;
+  const got = tf.tidy(f);
+  expect(got.shape, label).toEqual(wantShape);
+  const g = got.dataSync();
+  for (let i = 0; i < want.length; i++) expect(Math.abs(g[i]! - want[i]!), `${label} [${i}]`).toBeLessThanOrEqual(atol);
+  got.dispose();
+  expect(tf.memory().numTensors, label).toBe(before);
+}
+
+/**
+ * Every kernel Topiary replaces on wasm, on shapes with a leading size 1 and other size-1 axes (a
+ * batch of one example, one head, one token, one segment id), in each mode of `accelerateWasm`.
+ */
+const unitModes = [['JS kernels', false, false], ...(nativeGemm().binding ? [['native GEMM', true, false], ['native GEMM and fused', true, true]] : [])] as const;
+describe('wasm replacement kernels on size-1 axes', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterAll(() => {
+    accelerateWasm();
+  });
+
+  for (const [mode, useNative, fused] of unitModes) {
+    it(`${mode}: UnsortedSegmentSum and the gather gradient with one id or one row`, async () => {
+      accelerateWasm(true, useNative, fused);
+      for (const [shape, ids, n] of [[[1, 3], [0], 2], [[1, 1, 4], [1], 3], [[1], [0], 1], [[3, 1], [2, 0, 2], 3], [[2, 1, 1], [0, 0], 1]] as const) {
+        await expectAsCpu(`unsortedSegmentSum ${shape} ids ${ids}`, () => tf.unsortedSegmentSum(rand([...shape], 21), tf.tensor1d([...ids], 'int32'), n), 0);
+      }
+      // The [CLS] row of a batch of one (one index), a one-row table, a one-token lookup in 2-d indices.
+      for (const [table, idx, idxShape] of [[[4, 5], [2], [1]], [[1, 5], [0, 0], [2]], [[4, 1], [3], [1]], [[6, 3], [5], [1, 1]]] as const) {
+        await expectAsCpu(`gather gradient of ${table} at ${idx}`, () => {
+          const i = tf.tensor(idx as unknown as number[], [...idxShape], 'int32');
+          const w = rand([...idxShape, table[1]], 22);
+          return tf.grad((t: tf.Tensor) => tf.gather(t, i).mul(w).sum())(rand([...table], 23));
+        }, 0);
+      }
+    });
+
+    it(`${mode}: BatchMatMul with size-1 batch, rows, columns and inner dimension, every transpose`, async () => {
+      accelerateWasm(true, useNative, fused);
+      const cases: Array<[number[], number, number, number]> = [[[1], 5, 7, 3], [[1, 1], 4, 6, 5], [[1], 1, 7, 3], [[1], 5, 1, 3], [[1], 5, 7, 1], [[2], 1, 1, 1], [[1, 3], 2, 4, 1], [[], 1, 8, 4], [[], 6, 8, 1]];
+      for (const [batch, m, k, n] of cases) for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        await expectAsCpu(`matMul ${batch} ${m}x${k}x${n} ${ta} ${tb}`, () => tf.matMul(rand([...batch, ...(ta ? [k, m] : [m, k])], 24), rand([...batch, ...(tb ? [n, k] : [k, n])], 25), ta, tb), 1e-5);
+      }
+      // Broadcast batches of size 1 on either side.
+      await expectAsCpu('matMul broadcast [1] x [3]', () => tf.matMul(rand([1, 4, 6], 26), rand([3, 6, 2], 27)), 1e-5);
+      await expectAsCpu('matMul broadcast [3] x [1]', () => tf.matMul(rand([3, 4, 6], 26), rand([1, 6, 2], 27), false, false), 1e-5);
+    });
+
+    it(`${mode}: Sum, GatherV2, Identity, Cast, Add/Sub/Multiply/RealDiv and Transpose with size-1 axes`, async () => {
+      accelerateWasm(true, useNative, fused);
+      for (const [shape, axis, keepDims] of [[[1, 4], 0, false], [[1, 1, 3], [0, 1], true], [[1, 5, 3], 0, false], [[4, 1], 0, false], [[1], 0, false], [[1, 1], [0], true], [[2, 1, 3], [0, 1], false]] as const) {
+        await expectAsCpu(`sum ${shape} axis ${axis}`, () => tf.sum(rand([...shape], 28), axis as number | number[], keepDims), 1e-6);
+      }
+      for (const [table, idx, idxShape] of [[[1, 3], [0], [1]], [[5, 1], [4, 0], [2]], [[4, 3], [2], [1, 1]], [[1, 1], [0, 0], [1, 2]]] as const) {
+        await expectAsCpu(`gather ${table} at ${idx}`, () => tf.gather(rand([...table], 29), tf.tensor(idx as unknown as number[], [...idxShape], 'int32')), 0);
+      }
+      for (const shape of [[1], [1, 1], [1, 4, 1]]) {
+        await expectAsCpu(`identity ${shape}`, () => tf.clone(rand(shape, 30)), 0);
+        await expectAsCpu(`cast ${shape}`, () => tf.cast(rand(shape, 30), 'float32'), 0);
+      }
+      const pairs: Array<[number[], number[]]> = [[[1], [1]], [[1, 1], [1]], [[1, 5], [5]], [[1, 5], [1, 1]], [[1, 1, 5], [1, 1, 5]], [[1, 4, 1], [1, 4, 6]], [[1, 4, 6], [1, 1, 6]], [[1], [3, 4]], [[3, 1], [1, 1]], [[1, 3], [2, 1]]];
+      for (const op of [tf.add, tf.sub, tf.mul, tf.div]) for (const [a, b] of pairs) {
+        await expectAsCpu(`${op.name} ${a} ${b}`, () => op(rand(a, 31), op === tf.div ? rand(b, 32, 0.5, 2) : rand(b, 32)), 1e-6);
+      }
+      for (const [shape, perm] of [[[1, 5, 4, 7], [0, 2, 1, 3]], [[1, 1, 1, 7], [0, 2, 1, 3]], [[1, 3, 1, 2], [0, 2, 1, 3]], [[1, 2, 3, 1], [0, 2, 1, 3]], [[1, 5], [0, 1]], [[1, 5], [1, 0]], [[1, 1, 3], [0, 1, 2]], [[1, 3, 1], [2, 1, 0]]] as const) {
+        await expectAsCpu(`transpose ${shape} ${perm}`, () => tf.transpose(rand([...shape], 33), [...perm]), 0);
+      }
+    });
+  }
 });
 
 /** op(A) x op(B) in double precision, row-major, for checking the native GEMM directly. */

@@ -65,8 +65,9 @@ const unsortedSegmentSumWasm: KernelFunc = ({ inputs, backend, attrs }) => {
   const ids = wasm.readSync(segmentIds.dataId) as ArrayLike<number>;
   const idCount = ids.length;
   const inner = idCount === 0 ? 0 : util.sizeFromShape(x.shape) / idCount;
-  let rank = 0;
-  for (let size = 1; rank < x.shape.length && size !== idCount; rank++) size *= x.shape[rank]!;
+  // The ids index x's leading axes: the output keeps the rest. (Inferring how many axes from the id
+  // count went wrong for one id, x = [1, ...]: the output kept the 1, and gather's gradient failed.)
+  const rank = segmentIds.shape.length;
   // Accumulate straight into the (zeroed) output on the heap: the embedding gradient is large.
   const out = wasm.makeOutput([numSegments, ...x.shape.slice(rank)], 'float32');
   const dst = wasm.typedArrayFromHeap(out) as Float32Array;

@@ -312,6 +312,76 @@ describe.skipIf(!native)('native fused kernels match tfjs cpu', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  it('every fused kernel on shapes with a leading size 1 and other size-1 axes (a batch of one, one head, one token)', async () => {
+    for (const [rows, k, n] of [[1, 7, 5], [1, 1, 1], [1, 300, 1], [4, 1, 1]]) {
+      await compare(() => {
+        const [x, w, b, m] = [rand([rows, k], 100), rand([k, n], 101), rand([n], 102), rand([rows, n], 103)];
+        const grads = tf.grads(((a: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(linear(a, ww, bb), m))) as (...t: tf.Tensor[]) => tf.Tensor)([x, w, b]);
+        return [linear(x, w, b), linear(x.reshape([1, rows, k]), w, b), ...grads];
+      });
+    }
+    for (const shape of [[1], [1, 1, 1], [1, 1, 5]]) {
+      await compare(() => {
+        const x = rand(shape, 104, -3, 3);
+        const w = rand(shape, 105);
+        const [dx] = tf.grads((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), w)))([x]);
+        return [gelu(x), dx!];
+      }, 1e-6, 1e-5);
+    }
+    for (const shape of [[1, 1, 7], [1, 7], [1, 3, 2]]) {
+      await compare(() => {
+        const c = shape[shape.length - 1]!;
+        const [x, r, gamma, beta, w] = [rand(shape, 106, -3, 3), rand(shape, 107), rand([c], 108, 0.5, 1.5), rand([c], 109), rand(shape, 110)];
+        const f = (a: tf.Tensor, rr: tf.Tensor, g: tf.Tensor, be: tf.Tensor) => tf.add(tf.sum(tf.mul(layerNorm(a, g, be, 1e-12), w)), tf.sum(tf.mul(addLayerNorm(a, rr, g, be, 1e-12), w)));
+        const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([x, r, gamma, beta]);
+        return [layerNorm(x, gamma, beta, 1e-12), addLayerNorm(x, r, gamma, beta, 1e-12), ...grads];
+      }, 2e-5, 2e-5);
+    }
+    for (const [B, heads, T] of [[1, 1, 1], [1, 2, 5], [1, 1, 9]]) {
+      await compare(() => {
+        const scores = rand([B, heads, T, T], 111, -4, 4);
+        const attn = tf.tensor2d(Array.from({ length: B * T }, (_, i) => (i % T < Math.max(1, T - 1) ? 1 : 0)), [B, T]);
+        const mask = tf.mul(tf.sub(1, attn), -1e9).reshape([B, 1, 1, T]);
+        const w = rand([B, heads, T, T], 112);
+        const [ds] = tf.grads((sc: tf.Tensor) => tf.sum(tf.mul(scaledMaskedSoftmax(sc, 0.125, mask), w)))([scores]);
+        return [scaledMaskedSoftmax(scores, 0.125, mask), ds!];
+      }, 1e-6, 1e-5);
+    }
+    for (const [B, T, heads, d, rate] of [[1, 1, 1, 1, 0], [1, 5, 1, 8, 0], [1, 7, 2, 4, 0.1], [3, 1, 2, 4, 0]] as const) {
+      await compare(() => {
+        const [q, k, v] = [113, 114, 115].map((seed) => rand([B, T, heads * d], seed, -2, 2));
+        const attn = tf.tensor2d(Array.from({ length: B * T }, (_, i) => (i % T < Math.max(1, T - 2) ? 1 : 0)), [B, T]);
+        const mask = tf.mul(tf.sub(1, attn), -1e9);
+        const w = rand([B, T, heads * d], 116);
+        const spec = rate > 0 ? { rate, seed: 77 } : undefined;
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(attention(a, b, c, heads, mask, spec), w));
+        const grads = tf.grads(f as (...t: tf.Tensor[]) => tf.Tensor)([q!, k!, v!]);
+        return [attention(q!, k!, v!, heads, mask, spec), ...grads];
+      }, 1e-5, 1e-4);
+    }
+    for (const shape of [[1], [1, 1, 5]]) {
+      const want = await onCpu(() => tf.tidy(() => [tf.dropout(rand(shape, 117), 0.5, undefined, 9)]));
+      const got = tf.tidy(() => dropout(rand(shape, 117), 0.5, 9));
+      expect(Array.from(got.dataSync())).toEqual(Array.from(want[0]!));
+      got.dispose();
+    }
+    for (const [shape, axis] of [[[1, 300], 0], [[1, 1, 4], [0, 1]], [[1], 0]] as const) {
+      await compare(() => [tf.sum(rand([...shape], 118), axis as number | number[])], 1e-6, 1e-6);
+    }
+    await expectStateful(() => {
+      const vars = [tf.tidy(() => tf.variable(rand([1], 119))), tf.tidy(() => tf.variable(rand([1, 1], 120)))];
+      const opt = new AdamW([{ variables: vars, learningRate: 1e-2, weightDecay: 0.1 }]);
+      for (let step = 0; step < 2; step++) {
+        const grads = new Map<tf.Variable, tf.Tensor>(vars.map((v, i) => [v, rand(v.shape, 121 + i + 2 * step, -3, 3)]));
+        const { grads: clipped } = clipByGlobalNorm(grads, 1);
+        opt.apply(clipped, 1);
+        [...grads.values(), ...clipped.values()].forEach((g) => g.dispose());
+      }
+      opt.dispose();
+      return vars;
+    }, 1e-6, 1e-5);
+  });
+
   it('without the fused kernels the same functions run as tfjs ops', async () => {
     accelerateWasm(true, true, false);
     try {

@@ -1,5 +1,14 @@
 import { tf, type Scalar, type Tensor } from '../tf.js';
 import type { DistillationLoss, LossInput } from '../contracts.js';
+import { z } from '../plugins/options.js';
+
+/** Options of `kd` and `ce`. */
+export const KD_OPTIONS = z.strictObject({
+  temperature: z.number().positive().default(2).describe('softening temperature T'),
+  alpha: z.number().min(0).default(0.9).describe('weight of the KD term'),
+  ceWeight: z.number().min(0).default(0.1).describe('weight of the hard-label cross-entropy (0 drops it)'),
+});
+export const CE_OPTIONS = z.strictObject({ weight: z.number().min(0).default(1).describe('weight of the cross-entropy') });
 
 /** Mean softmax cross-entropy of `logits` [B, K] against integer `labels` [B]. */
 export function crossEntropy(logits: Tensor, labels: Tensor): Scalar {

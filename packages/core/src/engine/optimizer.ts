@@ -104,6 +104,18 @@ export class AdamW {
 }
 
 /** Linear warm-up to 1 over `warmupSteps`, then linear decay to 0 at `totalSteps` (Hugging Face's default). */
+/**
+ * The default peak learning rate for fine-tuning (`topiary finetune` without `--lr`), from the model's
+ * hidden size: 1e-3 up to 256, then falling as the inverse square of the width (1.1e-4 at BERT-base's
+ * 768, 6.3e-5 at 1,024). Measured on both shared sizes (docs/results.md): 1e-3 was the best of
+ * 1e-4..3e-3 on bert-tiny (128) and of 3e-4..2e-3 on bert-mini (256); 1e-4, the old default, left
+ * bert-tiny at 47%. Above 256 the rule is not measured here: it lands near the top of the rates
+ * BERT-base is usually fine-tuned at, which wider models need lower.
+ */
+export function defaultFinetuneLearningRate(hiddenSize: number): number {
+  return 1e-3 * Math.min(1, 256 / hiddenSize) ** 2;
+}
+
 export function linearSchedule(step: number, warmupSteps: number, totalSteps: number): number {
   if (step < warmupSteps) return (step + 1) / Math.max(1, warmupSteps);
   return Math.max(0, (totalSteps - step) / Math.max(1, totalSteps - warmupSteps));

@@ -5,11 +5,12 @@ import { loadTokenizer } from '../io/tokenizer.js';
 import { loadDataset } from '../data/dataset.js';
 import { trainLoop } from './train.js';
 import { CrossEntropyLoss } from './losses.js';
-import { AdamW, linearSchedule } from './optimizer.js';
+import { AdamW, defaultFinetuneLearningRate, linearSchedule } from './optimizer.js';
 import { RunAborted, type RunControl, type RunEvent } from '../events.js';
 import { RunCheckpoints, type SavedState } from './checkpoint.js';
 import { SHARED, modelDir } from '../test-support/shared.js';
 import { testBackend } from '../test-support/backend.js';
+import { useBackend } from '../backend/backend.js';
 import * as path from 'node:path';
 
 const control = (events: RunEvent[]): RunControl => ({ emit: (e) => events.push(e), signal: new AbortController().signal, checkpoint: () => {} });
@@ -95,6 +96,29 @@ describe('training engine', () => {
     again.dispose();
   });
 
+  it('trains on wasm with a batch of one example, alone or as the remainder of an epoch (33 at batch 32)', async () => {
+    await useBackend('wasm');
+    try {
+      const dir = modelDir('bert-tiny-wordnet-supersense');
+      const tok = await loadTokenizer(dir);
+      for (const [examples, batchSize] of [[33, 32], [3, 1]] as const) {
+        const model = await loadBert(dir);
+        const train = await loadDataset(path.join(SHARED, 'datasets/wordnet-supersense/dev.jsonl'), tok, { limit: examples, labels: model.config.id2label, maxLength: 32 });
+        const before = model.params.get('bert.embeddings.word_embeddings.weight')!.sum().dataSync()[0];
+        const events: RunEvent[] = [];
+        await trainLoop({ model, train, losses: [new CrossEntropyLoss()], training: { ...training, batchSize, maxSteps: 2 }, seed: 3, control: control(events) });
+        const losses = events.flatMap((e) => (e.type === 'step' ? [e.loss.total] : []));
+        expect(losses).toHaveLength(2);
+        for (const l of losses) expect(Number.isFinite(l)).toBe(true);
+        // The embedding lookup's gradient (UnsortedSegmentSum) reached the table.
+        expect(model.params.get('bert.embeddings.word_embeddings.weight')!.sum().dataSync()[0]).not.toBe(before);
+        model.dispose();
+      }
+    } finally {
+      await testBackend();
+    }
+  });
+
   it('AdamW matches a hand-computed first step, with decoupled decay', () => {
     const p = tf.variable(tf.tensor1d([1, -2]));
     const opt = new AdamW([{ variables: [p], learningRate: 0.1, weightDecay: 0.5 }]);
@@ -107,6 +131,13 @@ describe('training engine', () => {
     opt.dispose();
     p.dispose();
     g.dispose();
+  });
+
+  it('defaults the fine-tuning learning rate from the hidden size: 1e-3 up to 256, lower for wider models', () => {
+    expect(defaultFinetuneLearningRate(128)).toBe(1e-3);
+    expect(defaultFinetuneLearningRate(256)).toBe(1e-3);
+    expect(defaultFinetuneLearningRate(768)).toBeCloseTo(1e-3 / 9, 12);
+    expect(defaultFinetuneLearningRate(1024)).toBeLessThan(defaultFinetuneLearningRate(768));
   });
 
   it('warms up linearly and decays to zero', () => {

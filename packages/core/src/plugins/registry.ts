@@ -3,12 +3,15 @@ import type { ResolvePlugin } from '../contracts.js';
 import type { ModelFamily } from '../model/families/family.js';
 import { pluginOf, registerPlugins, type TopiaryPlugin } from './plugin.js';
 import { COMPONENT_KINDS, TOKENS, type ComponentDefinition, type ComponentInstance, type ComponentKind } from './tokens.js';
+import { describeOptions, isOptionsSchema, type OptionListing } from './options.js';
 
 export interface ComponentListing {
   id: string;
   kind: ComponentKind;
   plugin: string;
   description: string;
+  /** Its declared options (name, type, default, description); absent when the component declares none. */
+  options?: OptionListing[];
 }
 
 /** Resolves components by id across every registered plugin; built by the run's container. */
@@ -28,8 +31,17 @@ export class PluginRegistry implements ResolvePlugin {
 
   list(): ComponentListing[] {
     return COMPONENT_KINDS.flatMap((kind) =>
-      this.byKind[kind].map((d) => ({ id: d.id, kind, plugin: pluginOf(d) ?? 'unknown', description: d.description })),
+      this.byKind[kind].map((d) => ({ id: d.id, kind, plugin: pluginOf(d) ?? 'unknown', description: d.description, ...(isOptionsSchema(d.options) ? { options: describeOptions(d.options) } : {}) })),
     );
+  }
+
+  /** The registration of a component, or undefined. */
+  definition<K extends ComponentKind>(kind: K, id: string): ComponentDefinition<K> | undefined {
+    return this.byKind[kind].find((d) => d.id === id) as ComponentDefinition<K> | undefined;
+  }
+
+  ids(kind: ComponentKind): string[] {
+    return this.byKind[kind].map((d) => d.id);
   }
 
   has(kind: ComponentKind, id: string): boolean {

@@ -1,6 +1,7 @@
 import type { InjectionToken } from 'tsyringe';
 import type { DistillationLoss, ImportanceCriterion, MaskScheduler, Pruner } from '../contracts.js';
 import type { ModelFamily } from '../model/families/family.js';
+import type { OptionsSchema } from './options.js';
 
 /** The kinds of component a plugin contributes, each resolved by string id. */
 export type ComponentKind = 'criterion' | 'scheduler' | 'loss' | 'pruner' | 'family';
@@ -19,6 +20,14 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind> {
   kind: K;
   id: string;
   description: string;
+  /**
+   * The options `create` takes, as a zod object schema (`z` from core; `z.strictObject` so unknown keys
+   * are errors). Run configs are checked against it before any model loads, and `topiary plugins
+   * --json` lists it. A pruner's `criterion` and `scheduler` options and its `losses` / `finetuneLosses`
+   * lists name components (`componentRef`), whose own options are checked against their schemas.
+   * Without it, options are passed unchecked.
+   */
+  options?: OptionsSchema;
   create(options: Record<string, unknown>): ComponentInstance[K];
 }
 

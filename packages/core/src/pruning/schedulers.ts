@@ -1,4 +1,28 @@
 import type { MaskScheduler, ScheduleLevel } from '../contracts.js';
+import { fractionOption, z } from '../plugins/options.js';
+
+const target = (required: boolean) => (required ? fractionOption() : fractionOption().optional()).describe("the run's targetSparsity (set by the pruner from the config's top-level field)");
+
+/** Options of `one-shot`, `iterative` and `cubic` (the pruner passes the run's `targetSparsity`). */
+export const ONE_SHOT_OPTIONS = z.strictObject({ targetSparsity: target(true) });
+export const ITERATIVE_OPTIONS = z
+  .strictObject({
+    levels: z.array(fractionOption()).min(1).optional().describe('increasing sparsity levels, e.g. [0.2, 0.4, 0.6, 0.8] (default: steps even levels up to targetSparsity)'),
+    targetSparsity: target(false),
+    steps: z.number().int().min(1).default(4).describe('number of even levels up to targetSparsity when levels are not given'),
+  })
+  .superRefine((o, ctx) => {
+    if (o.levels === undefined && o.targetSparsity === undefined) ctx.addIssue({ code: 'custom', path: ['targetSparsity'], message: "iterative needs the run's targetSparsity or its own 'levels'" });
+    o.levels?.forEach((v, i) => {
+      if (i > 0 && v <= o.levels![i - 1]!) ctx.addIssue({ code: 'custom', path: ['levels', i], message: `levels must increase (${v} after ${o.levels![i - 1]})` });
+    });
+  });
+export const CUBIC_OPTIONS = z.strictObject({
+  targetSparsity: target(true),
+  initialSparsity: fractionOption().default(0).describe('sparsity before the cubic starts'),
+  initialWarmupSteps: z.number().int().min(0).default(0).describe('steps at initialSparsity'),
+  finalWarmupSteps: z.number().int().min(0).default(0).describe('steps at targetSparsity at the end'),
+});
 
 const fraction = (v: unknown, what: string): number => {
   if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new Error(`${what} must be a number in [0, 1), got ${JSON.stringify(v)}`);

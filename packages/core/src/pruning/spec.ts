@@ -12,6 +12,11 @@ const asSpec = (v: unknown, field: string): ComponentSpec => {
   throw new Error(`pruner option '${field}' must be an id or { id, options }, got ${JSON.stringify(v)}`);
 };
 
+/** A scheduler's options as a pruner passes them: the run's `targetSparsity`, then the scheduler's own options. */
+export function schedulerOptions(prunerOptions: Record<string, unknown>, own: Record<string, unknown> = {}): Record<string, unknown> {
+  return { targetSparsity: prunerOptions['targetSparsity'], ...own };
+}
+
 /** The criterion, scheduler and losses a pruner's options name, resolved through the run's registry. */
 export function resolveParts(ctx: PruneContext, defaults: { criterion?: string; scheduler?: string; losses?: ComponentSpec[] } = {}) {
   const o = ctx.options;
@@ -24,7 +29,7 @@ export function resolveParts(ctx: PruneContext, defaults: { criterion?: string; 
   })();
   const scheduler: MaskScheduler | undefined = schedulerSpec === undefined ? undefined : (() => {
     const s = asSpec(schedulerSpec, 'scheduler');
-    return ctx.resolve.scheduler(s.id, { targetSparsity: o['targetSparsity'], ...(s.options ?? {}) });
+    return ctx.resolve.scheduler(s.id, schedulerOptions(o, s.options));
   })();
   const losses: DistillationLoss[] = lossSpecs.map((v, i) => {
     const s = asSpec(v, `losses[${i}]`);

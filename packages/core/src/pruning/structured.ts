@@ -9,6 +9,20 @@ import { resolveParts } from './spec.js';
 import { determinePruningSequence, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
 import { encoderLinearNames } from '../model/bert.js';
 import { registerParts, stage } from '../engine/checkpoint.js';
+import { componentRef, fractionOption, z } from '../plugins/options.js';
+
+/** Options of the `structured` and `unstructured` pruners (the defaults of `run`). */
+export const STRUCTURED_OPTIONS = z.strictObject({
+  criterion: componentRef.default('first-order').describe('importance criterion'),
+  scheduler: componentRef.default('iterative').describe('sparsity schedule (gets the run\'s targetSparsity)'),
+  losses: z.array(componentRef).default([{ id: 'ce' }]).describe('loss terms of the fine-tuning between levels'),
+  targetSparsity: fractionOption().optional().describe('the run\'s targetSparsity (top-level field)'),
+  scope: z.enum(['matrix', 'global']).default('matrix').describe('unstructured: rank weights per matrix or across the encoder'),
+  minHeadsPerLayer: z.number().int().min(0).default(1).describe('heads every layer keeps'),
+  scoreBatches: z.number().int().min(1).default(32).describe('training batches the criterion scores over at each level'),
+  levelEvalExamples: z.number().int().min(1).optional().describe('evaluate each level on this many evenly spaced dev examples (default: all)'),
+  exportLevels: z.boolean().default(false).describe('export each level\'s compacted model under <out>/levels/<n>/model'),
+});
 
 export interface LevelReport {
   level: number;
