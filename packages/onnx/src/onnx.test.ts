@@ -94,6 +94,9 @@ describe('ONNX export', () => {
     expect(q.node.filter((n) => n.op_type === 'MatMulInteger').length).toBe(linears);
     expect(q.node.filter((n) => n.op_type === 'DynamicQuantizeLinear').length).toBe(4 * base.config.numHiddenLayers + 2); // q/k/v share one
     expect(q.initializer.filter((t) => t.data_type === 3).length).toBe(2 * linears); // int8 weights and zero points
+    // Word and token-type tables are uint8 with a DequantizeLinear after the lookup; no float table is left but positions.
+    expect(q.node.filter((n) => n.op_type === 'DequantizeLinear').length).toBe(2);
+    expect(q.initializer.filter((t) => t.data_type === 1 && t.dims.length === 2).map((t) => t.name)).toEqual(['bert.embeddings.position_embeddings.weight']);
     // Symmetric per output channel: scale = max |w| / 127 over the column, zero point 0, q * scale = w to half a step.
     const init = (name: string) => (q.initializer as unknown as { name: string; dims: number[]; raw_data: Uint8Array }[]).find((t) => t.name === name)!;
     for (const name of ['bert.encoder.layer.0.intermediate.dense.weight', 'classifier.weight']) {

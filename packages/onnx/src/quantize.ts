@@ -12,6 +12,8 @@ export interface QuantizeOptions {
 export interface QuantizeReport {
   /** Linear MatMuls rewritten to int8. */
   matmuls: number;
+  /** Embedding lookups (Gather from a table) rewritten to a uint8 table and DequantizeLinear. */
+  gathers: number;
   /** Weights stored as int8 instead of float32. */
   weights: number;
 }
@@ -25,7 +27,10 @@ export interface QuantizeReport {
  *   DynamicQuantizeLinear(x) -> (xq, xs, xz); MatMulInteger(xq, Wq, xz, Wz) -> Cast float -> Mul(xs * Ws)
  *
  * All standard ONNX ops (opset 10/11); ONNX Runtime fuses them into its MatMulIntegerToFloat kernel.
- * Attention's activation-activation products stay float32, as do embeddings, LayerNorm and biases.
+ * Embedding tables that a Gather reads are stored uint8 with one asymmetric scale and zero point per
+ * table, and the gathered rows go through DequantizeLinear, as `quantize_dynamic` does for Gather.
+ * Attention's activation-activation products stay float32, as do LayerNorm, biases and the position
+ * table (a Slice, not a Gather).
  */
 export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): QuantizeReport {
   const qmax = opts.reduceRange ? 63 : 127;
@@ -61,7 +66,25 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     quantizedWeights.set(name, out);
     return out;
   };
+  let gathers = 0;
   for (const n of g.nodes) {
+    const table = n.opType === 'Gather' ? g.initializers.get(n.inputs[0]!) : undefined;
+    if (table && table.dataType === DataType.FLOAT && table.dims.length === 2 && !quantizedWeights.has(table.name)) {
+      gathers++;
+      const w = g.floatValues(table.name);
+      // uint8 asymmetric over [min(0, w), max(0, w)], so 0 is exact.
+      let lo = 0;
+      let hi = 0;
+      for (const v of w) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
+      const scale = hi > lo ? (hi - lo) / 255 : 1;
+      const zero = Math.max(0, Math.min(255, Math.round(-lo / scale)));
+      const q = Uint8Array.from(w, (v) => Math.max(0, Math.min(255, Math.round(v / scale) + zero)));
+      g.initializers.delete(table.name);
+      const qt = g.initializer(`${table.name}_quantized`, DataType.UINT8, table.dims, q);
+      const rows = add('Gather', [qt, ...n.inputs.slice(1)], `${n.outputs[0]}_quantized`, n.attributes)[0]!;
+      add('DequantizeLinear', [rows, g.float(`${table.name}_scale`, [], [scale]), g.initializer(`${table.name}_zero_point`, DataType.UINT8, [], Uint8Array.of(zero))], '', {}, [n.outputs[0]!]);
+      continue;
+    }
     const w = n.opType === 'MatMul' ? g.initializers.get(n.inputs[1]!) : undefined;
     if (!w || w.dataType !== DataType.FLOAT || w.dims.length !== 2) {
       nodes.push(n);
@@ -81,5 +104,5 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     add('Mul', [f, scale], '', {}, [n.outputs[0]!]);
   }
   g.nodes.splice(0, g.nodes.length, ...nodes);
-  return { matmuls, weights: quantizedWeights.size };
+  return { matmuls, gathers, weights: quantizedWeights.size };
 }
