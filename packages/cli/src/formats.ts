@@ -19,7 +19,7 @@ export async function cardFromReport(dir: string): Promise<ModelCard> {
     if (!existsSync(file)) continue;
     const r = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
     const num = (k: string) => (typeof r[k] === 'number' ? (r[k] as number) : undefined);
-    const card: ModelCard = { source: path.dirname(file) };
+    const card: ModelCard = { source: path.basename(path.dirname(path.resolve(file))) };
     if (typeof r['method'] === 'string') card.method = r['method'];
     for (const k of ['accuracy', 'teacherAccuracy', 'encoderSparsity', 'totalSparsity', 'params'] as const) {
       const v = num(k);
@@ -27,7 +27,7 @@ export async function cardFromReport(dir: string): Promise<ModelCard> {
     }
     return card;
   }
-  return { source: dir };
+  return { source: path.basename(path.resolve(dir)) };
 }
 
 /**
