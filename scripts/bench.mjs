@@ -286,7 +286,7 @@ for (const [backend, label, fast, useNative] of variants) {
 }
 
 const header = ['model', 'backend', 'trainStepMs', 'trainGflops', 'ratio', 'inferExamplesPerS', 'compactedFlopsFraction', 'compactedInferSpeedup'];
-console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
+if (rows.length) console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
 for (const r of rows) console.log(`| ${header.map((h) => r[h] ?? '').join(' | ')} |`);
 const byModel = (m) => rows.filter((r) => r.model === m);
 for (const m of models.map((x) => `bert-${x}`)) {
