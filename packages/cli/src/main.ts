@@ -231,7 +231,7 @@ export function buildProgram(): Command {
 
   program
     .command('export <dir>')
-    .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder')
+    .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder, or (--format onnx|all) the ONNX folder transformers.js and ONNX Runtime load')
     .requiredOption('--out <dir>', 'output folder')
     .addOption(new Option('--format <format>', 'safetensors (Topiary, Hugging Face), onnx (transformers.js, ONNX Runtime) or all (both in one folder)').choices(EXPORT_FORMATS).default('safetensors'))
     .addOption(new Option('--quantize <mode>', 'also write onnx/model_quantized.onnx (dynamic int8)').choices(QUANTIZE_MODES))
