@@ -5,9 +5,14 @@
 // kernels, side by side; and inference of a compacted model with a quarter of the encoder FLOPs
 // against the dense one. Not a test: it prints a table, then one JSON document.
 //
-// Options: --models tiny,mini  --backends wasm,cpu  --steps N
+// Then the exported ONNX models in onnxruntime-node (when installed), 1 and 2 threads: dense fp32, a
+// compacted model fp32, and the int8 quantization of each, next to Topiary's own inference of the same
+// model; with the pruned model's speedup against its encoder-FLOP reduction.
+//
+// Options: --models tiny,mini  --backends wasm,cpu  --steps N  --only onnx|train
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -38,6 +43,7 @@ const arg = (name, dflt) => {
 };
 const models = arg('models', 'tiny,mini').split(',');
 const steps = Number(arg('steps', '5'));
+const only = arg('only', '');
 const backends = arg('backends', BACKEND_NAMES.filter((b) => b !== 'cpu' && isBackendInstalled(b)).join(',')).split(',');
 
 /** FLOPs of one forward pass from the model's shape: linear layers (2 per multiply-add) and attention. */
@@ -124,8 +130,114 @@ print(json.dumps({"gflops": 2 * n**3 / min(ts) / 1e9}))`;
   }
 }
 
+/** Encoder FLOPs of one forward pass (attention and FFN; what pruning removes). */
+function encoderFlops(config) {
+  const H = config.hiddenSize;
+  const d = config.attentionHeadSize;
+  let f = 0;
+  for (let l = 0; l < config.numHiddenLayers; l++) {
+    const A = config.layerHeads[l];
+    f += 2 * B * T * 4 * H * A * d + 4 * B * A * T * T * d + 4 * B * T * H * config.layerIntermediate[l];
+  }
+  return f;
+}
+
+/** The compacted model the bench prunes to: a quarter of the heads (at least one) and of the FFN neurons per layer. */
+function pruneQuarter(model) {
+  const masks = MaskSet.ones(model);
+  masks.headMask = masks.headMask.map((h) => h.map((_, i) => (i < Math.max(1, h.length / 4) ? 1 : 0)));
+  masks.neuronMask = masks.neuronMask.map((n) => n.map((_, i) => (i < n.length / 4 ? 1 : 0)));
+  return compact(model, masks);
+}
+
+/**
+ * ONNX Runtime (onnxruntime-node) on the exported graphs, 1 and 2 intra-op threads, with Topiary's
+ * own wasm inference of the same models in the same process (on the native kernels when built).
+ */
+async function onnxRows() {
+  let ort;
+  let onnx;
+  try {
+    ort = await import('onnxruntime-node');
+    onnx = await import('@topiary/onnx');
+  } catch (e) {
+    console.error(`bench: ONNX rows skipped (${e.message.split('\n')[0]})`);
+    return [];
+  }
+  await useBackend('wasm');
+  accelerateWasm(true, Boolean(nativeGemm().binding));
+  const out = [];
+  const reps = Math.max(steps, 10);
+  for (const m of models) {
+    const dense = await loadBert(MODELS[m]);
+    const pruned = pruneQuarter(dense);
+    const batch = randomBatch(dense.config.vocabSize);
+    const big = (a) => BigInt64Array.from(a, (v) => BigInt(v));
+    const feeds = Object.fromEntries(
+      [['input_ids', batch.inputIds], ['attention_mask', batch.attentionMask], ['token_type_ids', batch.tokenTypeIds]].map(([k, v]) => [k, new ort.Tensor('int64', big(v), [B, T])]),
+    );
+    // The demo's pruned model too, when `npm run demo` has written it (bert-tiny).
+    const demoDir = path.join(ROOT, 'runs/first-order-tiny/model');
+    const demo = m === 'tiny' && existsSync(path.join(demoDir, 'model.safetensors')) ? await loadBert(demoDir) : undefined;
+    const variantsOf = [['dense', dense], ['quarter', pruned], ...(demo ? [['demo', demo]] : [])];
+    const reduction = Object.fromEntries(variantsOf.map(([name, model]) => [name, encoderFlops(dense.config) / encoderFlops(model.config)]));
+    // Every configuration is created first, then timed round-robin (one run each per round), so that
+    // a load that comes and goes (other processes on the machine) hits them all alike.
+    const runners = {};
+    for (const [name, model] of variantsOf) {
+      runners[`${name}/topiary`] = async () => tf.tidy(() => model.forward(batch).logits.dataSync());
+      const { fp32, int8 } = onnx.bertToOnnx(model, { quantize: 'int8' });
+      for (const [dtype, bytes] of [['fp32', fp32], ['int8', int8]]) {
+        for (const threads of [1, 2]) {
+          const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+          runners[`${name}/${dtype}/${threads}`] = () => session.run(feeds);
+          runners[`${name}/${dtype}/${threads}`].session = session;
+        }
+      }
+    }
+    const samples = Object.fromEntries(Object.keys(runners).map((k) => [k, []]));
+    for (const run of Object.values(runners)) await run(); // warm-up
+    for (let i = 0; i < reps; i++) {
+      for (const [k, run] of Object.entries(runners)) {
+        const t0 = performance.now();
+        await run();
+        samples[k].push(performance.now() - t0);
+      }
+    }
+    for (const run of Object.values(runners)) await run.session?.release();
+    const times = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
+    const topiaryMs = Object.fromEntries(variantsOf.map(([name]) => [name, times[`${name}/topiary`]]));
+    for (const threads of [1, 2]) {
+      for (const [name] of variantsOf) {
+        const fp = times[`${name}/fp32/${threads}`];
+        const q = times[`${name}/int8/${threads}`];
+        const row = {
+          model: `bert-${m}`,
+          variant: name,
+          threads,
+          encoderFlopsReduction: +reduction[name].toFixed(2),
+          onnxFp32Ms: +fp.toFixed(2),
+          onnxInt8Ms: +q.toFixed(2),
+          int8Speedup: +(fp / q).toFixed(2),
+          prunedSpeedup: +(times[`dense/fp32/${threads}`] / fp).toFixed(2),
+          prunedSpeedupOfReduction: +(times[`dense/fp32/${threads}`] / fp / reduction[name]).toFixed(2),
+          // Topiary's wasm kernels use their own thread count (TOPIARY_NATIVE_THREADS), measured once.
+          topiaryMs: +topiaryMs[name].toFixed(2),
+        };
+        out.push(row);
+        console.error(JSON.stringify(row));
+      }
+    }
+    pruned.dispose();
+    demo?.dispose();
+    dense.dispose();
+  }
+  return out;
+}
+
 const rows = [];
-const ceilingGflops = gemmCeiling();
+const onnxOnly = only === 'onnx';
+const ceilingGflops = onnxOnly ? NaN : gemmCeiling();
 console.error(`GEMM ceiling (numpy float32 2048^3, best of 5): ${ceilingGflops.toFixed(1)} GFLOP/s`);
 
 // wasm three ways: Topiary's kernels with the native GEMM, with JS kernels only, and tfjs's own.
@@ -135,7 +247,7 @@ const wasmModes = [
   ['wasm (tfjs kernels)', false, false],
 ];
 if (!nativeGemm().binding) console.error(`@topiary/native: ${nativeGemm().reason}`);
-const variants = backends.flatMap((b) => (b === 'wasm' ? wasmModes.map((m) => ['wasm', ...m]) : [[b, b, true, false]]));
+const variants = onnxOnly ? [] : backends.flatMap((b) => (b === 'wasm' ? wasmModes.map((m) => ['wasm', ...m]) : [[b, b, true, false]]));
 for (const [backend, label, fast, useNative] of variants) {
   await useBackend(backend);
   if (backend === 'wasm') accelerateWasm(fast, useNative);
@@ -174,7 +286,7 @@ for (const [backend, label, fast, useNative] of variants) {
 }
 
 const header = ['model', 'backend', 'trainStepMs', 'trainGflops', 'ratio', 'inferExamplesPerS', 'compactedFlopsFraction', 'compactedInferSpeedup'];
-console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
+if (rows.length) console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
 for (const r of rows) console.log(`| ${header.map((h) => r[h] ?? '').join(' | ')} |`);
 const byModel = (m) => rows.filter((r) => r.model === m);
 for (const m of models.map((x) => `bert-${x}`)) {
@@ -183,4 +295,11 @@ for (const m of models.map((x) => `bert-${x}`)) {
     if (plain && r !== plain) console.log(`${m}: ${r.backend} trains ${(plain.trainStepMs / r.trainStepMs).toFixed(2)}x faster than tfjs's wasm kernels (${r.trainStepMs} vs ${plain.trainStepMs} ms/step)`);
   }
 }
-console.log(JSON.stringify({ ceilingGflops, batch: B, tokens: T, results: rows }));
+const onnxResults = only === 'train' ? [] : await onnxRows();
+if (onnxResults.length) {
+  const h = ['model', 'variant', 'threads', 'encoderFlopsReduction', 'onnxFp32Ms', 'onnxInt8Ms', 'int8Speedup', 'prunedSpeedup', 'prunedSpeedupOfReduction', 'topiaryMs'];
+  console.log(`\nONNX Runtime (onnxruntime-node), batch ${B} x ${T} tokens, median ms per batch; aims: prunedSpeedupOfReduction >= 0.8, int8Speedup >= 1.5`);
+  console.log(`| ${h.join(' | ')} |\n|${h.map(() => '---').join('|')}|`);
+  for (const r of onnxResults) console.log(`| ${h.map((k) => r[k] ?? '').join(' | ')} |`);
+}
+console.log(JSON.stringify({ ceilingGflops, batch: B, tokens: T, results: rows, onnx: onnxResults }));

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_TRAINING, validateRunOptions, type PluginRegistry, type RunSpec } from '@topiary/core';
+import type { RunExport } from './formats.js';
 
 /** A usage or configuration error: exit code 2, message names the field. */
 export class UsageError extends Error {
@@ -53,13 +54,18 @@ export const RunConfigSchema = z
     checkpointEvery: z.number().int().nonnegative().optional(),
     /** Exit 1 when the exported model keeps less than this fraction of the teacher's accuracy. */
     minAccuracyRetention: z.number().min(0).max(1).optional(),
+    /** Also write `<out>/onnx-model` (onnx: the transformers.js folder; all: with model.safetensors too). */
+    export: z
+      .object({ format: z.enum(['safetensors', 'onnx', 'all']).default('onnx'), quantize: z.enum(['int8']).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 
 /** Reads a YAML or JSON run config; relative paths resolve against the config file's folder. */
-export type ReadRunConfig = RunSpec & { minAccuracyRetention?: number; /** Where the config wrote each pruner option that is not under `options`. */ fields?: Record<string, string> };
+export type ReadRunConfig = RunSpec & { minAccuracyRetention?: number; export?: RunExport; /** Where the config wrote each pruner option that is not under `options`. */ fields?: Record<string, string> };
 
 export async function readRunConfig(file: string, overrides: { out?: string } = {}): Promise<ReadRunConfig> {
   let text: string;
@@ -77,6 +83,7 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   const parsed = RunConfigSchema.safeParse(raw);
   if (!parsed.success) throw new UsageError(`${file}: invalid config\n${z.prettifyError(parsed.error)}`);
   const c = parsed.data;
+  if (c.export?.quantize && c.export.format === 'safetensors') throw new UsageError(`${file}: field 'export.quantize' needs 'export.format' onnx or all (the int8 model is an ONNX graph)`);
   const base = path.dirname(path.resolve(file));
   const abs = (p: string) => path.resolve(base, p);
   const options: Record<string, unknown> = { ...c.options };
@@ -108,6 +115,7 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   if (c.targetSparsity !== undefined) spec.targetSparsity = c.targetSparsity;
   if (c.checkpointEvery !== undefined) spec.checkpointEvery = c.checkpointEvery;
   if (c.minAccuracyRetention !== undefined) spec.minAccuracyRetention = c.minAccuracyRetention;
+  if (c.export !== undefined) spec.export = { format: c.export.format, ...(c.export.quantize ? { quantize: c.export.quantize } : {}) };
   spec.fields = fields;
   return spec;
 }

@@ -25,7 +25,6 @@ import {
   runFinetune,
   nativeGemm,
   runPruning,
-  saveBert,
   structureFromWeightMasks,
   useBackend,
   type BackendName,
@@ -35,6 +34,8 @@ import {
 import { UsageError, assertValidRunConfig, readRunConfig } from './config.js';
 import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
+import { EXPORT_FORMATS, QUANTIZE_MODES, cardFromReport, exportAfterRun, writeModel, type ExportFormat, type QuantizeMode } from './formats.js';
+import { registerPredict } from './predict.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
 /** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
@@ -284,10 +285,12 @@ export function buildProgram(): Command {
 
   program
     .command('export <dir>')
-    .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder')
+    .description('compact a masked model (a run folder or a checkpoint with masks.safetensors) into a smaller Hugging Face folder, or (--format onnx|all) the ONNX folder transformers.js and ONNX Runtime load')
     .requiredOption('--out <dir>', 'output folder')
+    .addOption(new Option('--format <format>', 'safetensors (Topiary, Hugging Face), onnx (transformers.js, ONNX Runtime) or all (both in one folder)').choices(EXPORT_FORMATS).default('safetensors'))
+    .addOption(new Option('--quantize <mode>', 'also write onnx/model_quantized.onnx (dynamic int8)').choices(QUANTIZE_MODES))
     .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
-    .action(async (dir: string, o: { out: string; force: boolean }) => {
+    .action(async (dir: string, o: { out: string; format: ExportFormat; quantize?: QuantizeMode; force: boolean }) => {
       await prepareOutput(o.out, { kind: 'model', inputs: [dir], force: o.force, what: '--out' });
       await backend();
       // A run folder holds checkpoint/{model, masks.safetensors}; a checkpoint folder holds both directly.
@@ -299,14 +302,14 @@ export function buildProgram(): Command {
       // output bias), so checkpoints saved before pruners did this also export as smaller matrices.
       structureFromWeightMasks(model, masks);
       const small = compact(model, masks);
-      await saveBert(small, o.out, { tokenizerFrom: modelDir, force: o.force });
+      const files = await writeModel(small, o.out, { format: o.format, quantize: o.quantize, tokenizerFrom: modelDir, card: await cardFromReport(dir), force: o.force });
       const before = inspectModel(model);
       const after = inspectModel(small);
       model.dispose();
       small.dispose();
       output(
         globals().json,
-        { out: o.out, params: before.totalParams, exportedParams: after.totalParams, heads: after.heads, intermediate: after.intermediate, hiddenSize: after.hiddenSize, encoderSparsity: after.encoderSparsity },
+        { out: o.out, format: o.format, files, params: before.totalParams, exportedParams: after.totalParams, heads: after.heads, intermediate: after.intermediate, hiddenSize: after.hiddenSize, encoderSparsity: after.encoderSparsity },
         `exported ${o.out}: ${after.totalParams.toLocaleString('en-US')} parameters (from ${before.totalParams.toLocaleString('en-US')}), heads ${after.heads.join(' ')}, FFN ${after.intermediate.join(' ')}, hidden ${after.hiddenSize}`,
       );
     });
@@ -332,11 +335,17 @@ export function buildProgram(): Command {
           `accuracy ${(100 * r.accuracy).toFixed(2)}%${r.teacherAccuracy !== null ? ` (teacher ${(100 * r.teacherAccuracy).toFixed(2)}%)` : ''}, encoder sparsity ${(100 * r.encoderSparsity).toFixed(2)}%; report ${path.join(spec.out, 'report.json')}\n`,
         );
       }
+      if (spec.export) {
+        const onnxDir = await exportAfterRun(spec.out, spec.export, spec.model);
+        if (onnxDir) process.stderr.write(`wrote ${onnxDir} (${spec.export.format}${spec.export.quantize ? `, ${spec.export.quantize}` : ''})\n`);
+      }
       if (spec.minAccuracyRetention !== undefined && r.teacherAccuracy !== null && r.accuracy < spec.minAccuracyRetention * r.teacherAccuracy) {
         process.stderr.write(`missed target: kept ${((100 * r.accuracy) / r.teacherAccuracy).toFixed(1)}% of the teacher's accuracy, wanted ${(100 * spec.minAccuracyRetention).toFixed(1)}%\n`);
         process.exitCode = EXIT.missedTarget;
       }
     });
+
+  registerPredict(program, globals, backend);
 
   return program;
 }
