@@ -69,7 +69,7 @@ export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
 export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runPruning, saveRunCheckpoint } from './engine/run.js';
 export type { DataSpec, FinetuneSpec, RunInputs, RunSpec } from './engine/run.js';
 
-export { compact, compactedParamCount } from './pruning/compact.js';
+export { compact, compactedParamCount, dropLayers } from './pruning/compact.js';
 export { structureFromWeightMasks } from './pruning/weight-structure.js';
 export type { WeightStructure } from './pruning/weight-structure.js';
 export { MASKS_FILE, loadMasks, saveMasks } from './pruning/mask-io.js';
