@@ -87,6 +87,13 @@ export class RetrainingFreePruner implements Pruner {
       t0 = Date.now();
       c0 = process.cpuUsage();
     };
+    // Stage evaluations are not part of any stage's time.
+    const evalStage = (label: string) => {
+      const acc = evaluateStage(ctx, model, masks, label);
+      t0 = Date.now();
+      c0 = process.cpuUsage();
+      return acc;
+    };
     const batches = sampleBatches(ctx.train, samples, batchSize, ctx.seed);
     control.emit({ type: 'log', message: `retraining-free: ${Math.min(samples, ctx.train.size)} samples in ${batches.length} batches, MACs at ${seqLen} tokens` });
 
@@ -104,7 +111,7 @@ export class RetrainingFreePruner implements Pruner {
       masks.neuronMask = n.map((m) => m.slice());
     };
     setMasks(student.headMask, student.neuronMask);
-    if (evalStages) stages['search'] = evaluateStage(ctx, model, masks, 'after mask search');
+    if (evalStages) stages['search'] = evalStage('after mask search');
     let headMask = student.headMask;
     let neuronMask = student.neuronMask;
     if (doRearrange) {
@@ -112,7 +119,7 @@ export class RetrainingFreePruner implements Pruner {
       neuronMask = neuronMask.map((m, l) => greedyRearrange(m, grads.neurons[l]!, grads.batches));
       setMasks(headMask, neuronMask);
       lap('rearrangeSeconds');
-      if (evalStages) stages['rearrange'] = evaluateStage(ctx, model, masks, 'after mask rearrangement');
+      if (evalStages) stages['rearrange'] = evalStage('after mask rearrangement');
     }
     let blocks: unknown[] = [];
     if (doRescale) {
@@ -133,7 +140,7 @@ export class RetrainingFreePruner implements Pruner {
       blocks = tuned.blocks;
       setMasks(tuned.headMask, tuned.neuronMask);
       lap('rescaleSeconds');
-      if (evalStages || finetuneSteps > 0) stages['rescale'] = evaluateStage(ctx, model, masks, 'after mask tuning');
+      if (evalStages || finetuneSteps > 0) stages['rescale'] = evalStage('after mask tuning');
     }
     const macFraction = maskMacs(c, masks.headMask, masks.neuronMask, seqLen) / modelMacs(c, seqLen);
     control.emit({ type: 'masks-updated', step: 0, sparsity: masks.sparsity(model), target: constraint });
