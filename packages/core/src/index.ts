@@ -81,7 +81,7 @@ export type { DataSpec, FinetuneSpec, RunInputs, RunOptions, RunSpec } from './e
 export { RunCheckpoints, STATE_FILE, STATE_TENSORS_FILE, configDifferences, flattenConfig, readSavedState, registerParts, stage, tensorState } from './engine/checkpoint.js';
 export type { ComponentState, SavedState, Stateful } from './engine/checkpoint.js';
 
-export { compact, compactedParamCount } from './pruning/compact.js';
+export { compact, compactedParamCount, dropLayers } from './pruning/compact.js';
 export { structureFromWeightMasks } from './pruning/weight-structure.js';
 export type { WeightStructure } from './pruning/weight-structure.js';
 export { MASKS_FILE, loadMasks, saveMasks } from './pruning/mask-io.js';

@@ -161,3 +161,34 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
     for (const t of out.values()) t.dispose();
   }
 }
+
+/**
+ * `model` without the encoder layers `drop` (whole layers: attention, FFN and both LayerNorms, so the
+ * residual stream passes unchanged, as in layer dropping): the other layers are renumbered in order and
+ * `num_hidden_layers`, the per-layer sizes and `pruned_heads` follow. Masks cannot express this (a layer
+ * whose attention and FFN blocks are both masked still applies its LayerNorms), so it is a separate step.
+ */
+export function dropLayers(model: BertModel, drop: readonly number[]): BertModel {
+  const c = model.config;
+  const L = c.numHiddenLayers;
+  const gone = new Set(drop);
+  for (const l of gone) if (!(Number.isInteger(l) && l >= 0 && l < L)) throw new Error(`dropLayers: layer ${l} is not in [0, ${L - 1}]`);
+  const keep = Array.from({ length: L }, (_, l) => l).filter((l) => !gone.has(l));
+  if (keep.length === 0) throw new Error(`dropLayers: dropping all ${L} layers leaves no encoder`);
+  const out = new Map<string, Tensor>();
+  for (const [name, v] of model.params) {
+    const m = /^bert\.encoder\.layer\.(\d+)\.(.*)$/.exec(name);
+    if (!m) out.set(name, tf.clone(v));
+    else if (!gone.has(Number(m[1]))) out.set(`bert.encoder.layer.${keep.indexOf(Number(m[1]))}.${m[2]}`, tf.clone(v));
+  }
+  const config: BertConfig = structuredClone(c);
+  config.numHiddenLayers = keep.length;
+  config.layerHeads = keep.map((l) => c.layerHeads[l]!);
+  config.layerIntermediate = keep.map((l) => c.layerIntermediate[l]!);
+  config.prunedHeads = Object.fromEntries(keep.flatMap((l, i) => (c.prunedHeads[String(l)] ? [[String(i), [...c.prunedHeads[String(l)]!]]] : [])));
+  try {
+    return new BertModel(config, out);
+  } finally {
+    for (const t of out.values()) t.dispose();
+  }
+}

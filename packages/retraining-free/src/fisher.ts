@@ -1,0 +1,53 @@
+import { crossEntropy, tf, type Batch, type BertModel, type RunControl, type Tensor } from '@topiary/core';
+
+/**
+ * Gradients of the task loss with respect to all-ones head and neuron masks, one row per batch: per
+ * layer, `heads[l]` is `[batches, heads]` and `neurons[l]` is `[batches, intermediate]`, row-major.
+ */
+export interface MaskGrads {
+  batches: number;
+  heads: Float32Array[];
+  neurons: Float32Array[];
+}
+
+/**
+ * The reference's `collect_mask_grads`: for each batch, the gradient of the mean cross-entropy (model in
+ * evaluation mode, no dropout) with respect to every layer's head mask and neuron mask at 1.
+ */
+export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, control?: RunControl): MaskGrads {
+  const c = model.config;
+  const L = c.numHiddenLayers;
+  const rows: { heads: Float32Array[]; neurons: Float32Array[] }[] = [];
+  for (const batch of batches) {
+    control?.checkpoint();
+    if (!batch.labels) throw new Error('retraining-free: the sample batches need labels (the Fisher information is of the task loss)');
+    const grads = tf.tidy(() => {
+      const labels = tf.tensor1d(batch.labels!, 'int32');
+      const f = (...ms: Tensor[]) => {
+        const out = model.forward(batch, { masks: { headMask: ms.slice(0, L), neuronMask: ms.slice(L) } });
+        return crossEntropy(out.logits!, labels);
+      };
+      const ones = [...c.layerHeads.map((a) => tf.ones([a])), ...c.layerIntermediate.map((i) => tf.ones([i]))];
+      return tf.grads(f)(ones).map((g) => g.dataSync() as Float32Array);
+    });
+    rows.push({ heads: grads.slice(0, L), neurons: grads.slice(L) });
+  }
+  const stack = (size: number, pick: (r: (typeof rows)[number]) => Float32Array) => {
+    const out = new Float32Array(rows.length * size);
+    rows.forEach((r, b) => out.set(pick(r), b * size));
+    return out;
+  };
+  return {
+    batches: rows.length,
+    heads: c.layerHeads.map((a, l) => stack(a, (r) => r.heads[l]!)),
+    neurons: c.layerIntermediate.map((i, l) => stack(i, (r) => r.neurons[l]!)),
+  };
+}
+
+/** Diagonal empirical Fisher information: the sum over batches of squared gradients, per unit. */
+export function fisherInformation(grads: Float32Array, batches: number): Float64Array {
+  const n = grads.length / batches;
+  const out = new Float64Array(n);
+  for (let b = 0; b < batches; b++) for (let i = 0; i < n; i++) out[i]! += grads[b * n + i]! ** 2;
+  return out;
+}
