@@ -7,11 +7,12 @@ import { firstOrderPlugin } from '@topiary/criteria-firstorder';
 import { movementPlugin } from '@topiary/criteria-movement';
 import { contrastivePlugin } from '@topiary/contrastive';
 import { cofiPlugin } from '@topiary/cofi';
+import { factorizePlugin } from '@topiary/factorize';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin(), cofiPlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin(), cofiPlugin(), factorizePlugin()];
 }
 
 function isPath(spec: string): boolean {
