@@ -2,6 +2,8 @@ import {
   BertModel,
   MaskSet,
   bindMasks,
+  compact,
+  evaluate,
   budgetSteps,
   crossEntropy,
   encoderFlops,
@@ -183,5 +185,43 @@ function* take<T>(it: Iterable<T>, n: number): Generator<T> {
   for (const x of it) {
     if (i++ >= n) return;
     yield x;
+  }
+}
+
+/** One stage of a `chain`: a registered pruner and its options. */
+export interface ChainStage {
+  method: string;
+  options?: Record<string, unknown>;
+}
+
+/**
+ * `chain`: runs `stages` in order (e.g. `structured` pruning, then `svd` of what remains, then a
+ * fine-tune), each on the previous stage's compacted model, and reports every stage's parameters,
+ * FLOPs (one sequence of 128 tokens) and dev accuracy.
+ */
+export class ChainPruner implements Pruner {
+  readonly id = 'chain';
+  async run(ctx: PruneContext): Promise<PruneResult> {
+    const stages = ctx.options['stages'] as ChainStage[] | undefined;
+    for (const k of Object.keys(ctx.options)) if (k !== 'stages' && k !== 'targetSparsity') throw new Error(`chain: unknown option '${k}' (expected 'stages'; give each stage its own options)`);
+    if (!Array.isArray(stages) || stages.length === 0 || !stages.every((s) => s && typeof s.method === 'string')) {
+      throw new Error(`chain: option 'stages' must be a non-empty list of {method, options}, got ${JSON.stringify(stages)}`);
+    }
+    let model = ctx.model;
+    const report: Record<string, unknown>[] = [];
+    for (const [i, stage] of stages.entries()) {
+      const pruner = ctx.resolve.pruner(stage.method, {});
+      const masks = bindMasks(MaskSet.ones(model), model);
+      const result = await pruner.run({ ...ctx, model, masks, options: { ...(stage.options ?? {}) } });
+      const next = compact(result.model, result.masks);
+      if (result.model !== model && result.model !== ctx.model) result.model.dispose();
+      if (model !== ctx.model) model.dispose();
+      model = next;
+      const accuracy = evaluate(model, ctx.dev, { batchSize: 128 }).accuracy;
+      const entry = { stage: i, method: stage.method, params: paramCount(model), flopsPerSequence128: encoderFlops(model.config, 128), accuracy };
+      ctx.control.emit({ type: 'log', message: `chain stage ${i} (${stage.method}): ${entry.params} parameters, dev accuracy ${(100 * accuracy).toFixed(2)}%` });
+      report.push(entry);
+    }
+    return { model, masks: bindMasks(MaskSet.ones(model), model), report: { stages: report } };
   }
 }

@@ -4,14 +4,14 @@
  * unit's Fisher information. The low-rank layers are core's (`config.lowRank`, `weight_u` / `weight_v`).
  */
 import { provide, type TopiaryPlugin } from '@topiary/core';
-import { SvdPruner, type SvdOptions } from './factorize.js';
+import { ChainPruner, SvdPruner, type SvdOptions } from './factorize.js';
 
-export { SvdPruner, fisherRowImportance, withLowRank, TARGETS } from './factorize.js';
-export type { SvdOptions, Target } from './factorize.js';
+export { ChainPruner, SvdPruner, fisherRowImportance, withLowRank, TARGETS } from './factorize.js';
+export type { ChainStage, SvdOptions, Target } from './factorize.js';
 export { allocateRanks, lowRankFactors, maxUsefulRank, svd } from './svd.js';
 export type { RankCandidate } from './svd.js';
 
-/** The plugin: registers the `svd` and `fisher-svd` pruners. */
+/** The plugin: registers the `svd`, `fisher-svd` and `chain` pruners. */
 export function factorizePlugin(): TopiaryPlugin {
   return {
     name: '@topiary/factorize',
@@ -28,6 +28,12 @@ export function factorizePlugin(): TopiaryPlugin {
         id: 'fisher-svd',
         description: 'Fisher-weighted SVD (FWSVD, Hsu et al. 2022): SVD weighted by per-output Fisher information',
         create: (o) => new SvdPruner('fisher-svd', o as SvdOptions),
+      });
+      provide(container, {
+        kind: 'pruner',
+        id: 'chain',
+        description: 'runs stages [{method, options}] in order, each on the previous stage\'s compacted model; reports each stage',
+        create: () => new ChainPruner(),
       });
     },
   };
