@@ -9,11 +9,12 @@ import { movementPlugin } from '@topiary/criteria-movement';
 import { contrastivePlugin } from '@topiary/contrastive';
 import { cofiPlugin } from '@topiary/cofi';
 import { retrainingFreePlugin } from '@topiary/retraining-free';
+import { factorizePlugin } from '@topiary/factorize';
 import { UsageError } from './config.js';
 
 /** Every plugin bundled with the CLI, registered into each run's container. */
 export function builtinPlugins(): TopiaryPlugin[] {
-  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin(), cofiPlugin(), retrainingFreePlugin()];
+  return [corePlugin(), magnitudePlugin(), firstOrderPlugin(), movementPlugin(), contrastivePlugin(), cofiPlugin(), retrainingFreePlugin(), factorizePlugin()];
 }
 
 function isPath(spec: string): boolean {

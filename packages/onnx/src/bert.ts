@@ -136,6 +136,10 @@ export function bertGraph(model: BertModel): GraphBuilder {
   if (model.config.modelType !== 'bert') {
     throw new Error(`ONNX export supports model_type "bert" only for now, got ${JSON.stringify(model.config.modelType)} (export it with --format safetensors)`);
   }
+  const lowRank = Object.keys(model.config.lowRank ?? {});
+  if (lowRank.length > 0) {
+    throw new Error(`ONNX export of low-rank (factorized) layers is not written yet: ${lowRank.join(', ')} (export it with --format safetensors)`);
+  }
   const g = new GraphBuilder('topiary-bert');
   const { hidden, attentionBias } = bertEmbeddings(g, model);
   let x = hidden;

@@ -260,14 +260,18 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
           interrupted(err, control, checkpoints);
         }
         // A pruner that returns a new mask set: the run's one takes its values, so the checkpoint holds them.
-        if (result.masks !== masks) Object.assign(masks, result.masks.clone());
-        if (result.model !== model) throw new Error(`${spec.method}: the pruner returned another model than ctx.model; pruners change the run's model in place (checkpoints and resume hold it)`);
-        result = { ...result, masks };
+        // One that changes the architecture (layer-drop, svd, chain) returns another model: the run
+        // goes on with it, and only the exported model holds it (a resume restarts such a pruner).
+        if (result.model === model) {
+          if (result.masks !== masks) Object.assign(masks, result.masks.clone());
+          result = { ...result, masks };
+        }
       }
+      const reshaped = result.model !== model;
       checkpoints.unregisterAll();
-      checkpoints.finish('pruner', result.report ?? {});
+      if (!reshaped) checkpoints.finish('pruner', result.report ?? {});
       const sparsity = result.masks.sparsity(result.model);
-      await checkpoints.save(total);
+      if (!reshaped) await checkpoints.save(total);
       const small = compact(result.model, result.masks);
       try {
         const exported = path.join(spec.out, 'model');
@@ -302,6 +306,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         control.emit({ type: 'run-completed', metrics: report, wallSeconds: report.wallSeconds });
       } finally {
         small.dispose();
+        if (reshaped) result.model.dispose();
       }
     } finally {
       disposeInputs(inputs);

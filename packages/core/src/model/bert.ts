@@ -88,9 +88,19 @@ export function encoderLinearNames(config: BertConfig): string[] {
 /** The linear map from the embedding size to the hidden size (ELECTRA's `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`). */
 export const EMBEDDINGS_PROJECT = `${P}embeddings_project`;
 
-/** True for parameters stored as `[in, out]` kernels (Hugging Face stores them `[out, in]`). */
+/** True for parameters stored as `[in, out]` kernels (Hugging Face stores them `[out, in]`); low-rank factors too. */
 export function isLinearWeight(name: string, shape: readonly number[]): boolean {
-  return shape.length === 2 && name.endsWith('.weight') && !name.includes('embeddings.');
+  return shape.length === 2 && (name.endsWith('.weight') || name.endsWith('.weight_u') || name.endsWith('.weight_v')) && !name.includes('embeddings.');
+}
+
+/**
+ * Rank of linear module `name` when it is stored low-rank (`config.lowRank`), else undefined. A low-rank
+ * layer holds `<name>.weight_v` `[in, r]` and `<name>.weight_u` `[r, out]` (so `W = weight_v weight_u`
+ * in the `[in, out]` layout; in Hugging Face's `[out, in]` layout of the checkpoint, `weight_u` is
+ * `[out, r]`, `weight_v` `[r, in]` and `W = weight_u weight_v`, the SVD's `U S^1/2` and `S^1/2 V^T`).
+ */
+export function lowRankOf(config: BertConfig, name: string): number | undefined {
+  return config.lowRank?.[name];
 }
 
 /**
@@ -136,6 +146,18 @@ export class BertModel {
     const H = c.hiddenSize;
     const d = c.attentionHeadSize;
     const want = (name: string, shape: number[]) => expectShape(`parameter '${name}'`, this.param(name), shape);
+    const encoderLinears = new Set(encoderLinearNames(c));
+    for (const [name, r] of Object.entries(c.lowRank ?? {})) {
+      if (!encoderLinears.has(name)) throw new Error(`config: topiary_low_rank names '${name}', expected an encoder linear layer (${[...encoderLinears][0]}, ...)`);
+      if (!Number.isInteger(r) || r < 1) throw new Error(`config: topiary_low_rank.${name} must be a positive integer, got ${r}`);
+    }
+    // A linear weight [in, out], or its two factors when the layer is low-rank.
+    const wantLinear = (module: string, shape: [number, number]) => {
+      const r = lowRankOf(c, module);
+      if (r === undefined) return want(`${module}.weight`, shape);
+      want(`${module}.weight_v`, [shape[0], r]);
+      want(`${module}.weight_u`, [r, shape[1]]);
+    };
     const E = c.embeddingSize;
     want(`${P}embeddings.word_embeddings.weight`, [c.vocabSize, E]);
     want(`${P}embeddings.position_embeddings.weight`, [c.maxPositionEmbeddings, E]);
@@ -148,13 +170,13 @@ export class BertModel {
       const A = c.layerHeads[l]! * d;
       const I = c.layerIntermediate[l]!;
       for (const qkv of [n.query, n.key, n.value]) {
-        want(`${qkv}.weight`, [H, A]);
+        wantLinear(qkv, [H, A]);
         want(`${qkv}.bias`, [A]);
       }
-      want(`${n.attnOut}.weight`, [A, H]);
-      want(`${n.inter}.weight`, [H, I]);
+      wantLinear(n.attnOut, [A, H]);
+      wantLinear(n.inter, [H, I]);
       want(`${n.inter}.bias`, [I]);
-      want(`${n.out}.weight`, [I, H]);
+      wantLinear(n.out, [I, H]);
     }
   }
 
@@ -179,6 +201,18 @@ export class BertModel {
       if (!m) return v;
       expectShape(`weightMasks['${name}.weight']`, m, v.shape);
       return tf.mul(v, m);
+    };
+    // y = x W + b, or (x V) U + b for a low-rank layer: two GEMMs, the bias in the second. Weight masks
+    // address entries of a dense W, which a factorized layer does not have: refused.
+    const lin = (x: Tensor, name: string): Tensor => {
+      if (lowRankOf(c, name) === undefined) return linear(x, w(name), p(`${name}.bias`), name);
+      if (weightMasks[`${name}.weight`] || weightMasks[`${name}.weight_u`] || weightMasks[`${name}.weight_v`]) {
+        throw new Error(`weightMasks['${name}.weight']: '${name}' is low-rank (topiary_low_rank), weight masks apply to dense linear layers only`);
+      }
+      const h = linear(x, p(`${name}.weight_v`), undefined, `${name}.weight_v`);
+      const y = linear(h, p(`${name}.weight_u`), p(`${name}.bias`), `${name}.weight_u`);
+      release(h);
+      return y;
     };
     const drop = (x: Tensor, rate: number) => (training && rate > 0 ? dropout(x, rate, rng.int()) : x);
     const L = c.numHiddenLayers;
@@ -281,9 +315,9 @@ export class BertModel {
       // Attention block. With zero heads only the output bias remains (the block's weights are gone).
       let attn: Tensor;
       if (heads > 0) {
-        const q = linear(x, w(n.query), p(`${n.query}.bias`), n.query);
-        const k = linear(x, w(n.key), p(`${n.key}.bias`), n.key);
-        const v = linear(x, w(n.value), p(`${n.value}.bias`), n.value);
+        const q = lin(x, n.query);
+        const k = lin(x, n.key);
+        const v = lin(x, n.value);
         const rate = training ? c.attentionProbsDropoutProb : 0;
         let ctx = attention(q, k, v, heads, extMask, rate > 0 ? { rate, seed: rng.int() } : undefined); // [B, T, heads * d]
         release(q, k, v);
@@ -292,7 +326,7 @@ export class BertModel {
           expectShape(`masks.headMask[${l}]`, hm, [heads]);
           ctx = consume(ctx, (t) => tf.mul(t.reshape([B, T, heads, d]), hm.reshape([1, 1, heads, 1])).reshape([B, T, heads * d]));
         }
-        attn = consume(ctx, (t) => linear(t, w(n.attnOut), p(`${n.attnOut}.bias`), n.attnOut));
+        attn = consume(ctx, (t) => lin(t, n.attnOut));
       } else {
         attn = biasOnly(`${n.attnOut}.bias`);
       }
@@ -303,13 +337,13 @@ export class BertModel {
       // FFN block.
       let ffn: Tensor;
       if (inter > 0) {
-        let a = consume(linear(mid, w(n.inter), p(`${n.inter}.bias`), n.inter), act);
+        let a = consume(lin(mid, n.inter), act);
         const nm = masks.neuronMask?.[l];
         if (nm) {
           expectShape(`masks.neuronMask[${l}]`, nm, [inter]);
           a = consume(a, (t) => tf.mul(t, nm));
         }
-        ffn = consume(a, (t) => linear(t, w(n.out), p(`${n.out}.bias`), n.out));
+        ffn = consume(a, (t) => lin(t, n.out));
       } else {
         ffn = biasOnly(`${n.out}.bias`);
       }
@@ -344,6 +378,12 @@ export class BertModel {
       }
     }
     return out;
+  }
+
+  /** The `[in, out]` weight of linear module `name`: the parameter, or a new tensor `weight_v weight_u` for a low-rank layer (the caller disposes it then). */
+  denseWeight(name: string): Tensor2D {
+    if (lowRankOf(this.config, name) === undefined) return this.param(`${name}.weight`) as unknown as Tensor2D;
+    return tf.matMul(this.param(`${name}.weight_v`) as unknown as Tensor2D, this.param(`${name}.weight_u`) as unknown as Tensor2D);
   }
 
   /** Parameters that `filter` accepts, for an optimizer's var list. */

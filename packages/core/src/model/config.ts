@@ -40,6 +40,11 @@ export interface BertConfig {
   padTokenId: number;
   /** What the family's embeddings, activation and head compute (declarative: exporters switch on it). */
   arch: EncoderArchitecture;
+  /**
+   * Low-rank linear layers: module name (`bert.encoder.layer.0.intermediate.dense`) -> rank r. Such a
+   * layer holds `weight_u` / `weight_v` instead of `weight` (see `BertModel`); `topiary_low_rank` in config.json.
+   */
+  lowRank?: Record<string, number>;
 }
 
 /**
@@ -153,6 +158,16 @@ export function parseEncoderConfig(raw: Record<string, unknown>, file = 'config.
   const architecture =
     arch === 'BertForSequenceClassification' || arch === 'BertForMaskedLM' ? arch : ('BertModel' as const);
   const cd = raw['classifier_dropout'];
+  let lowRank: Record<string, number> | undefined;
+  const lr = raw['topiary_low_rank'];
+  if (lr !== undefined && lr !== null) {
+    if (typeof lr !== 'object' || Array.isArray(lr)) throw new ConfigError(`${file}: field 'topiary_low_rank' must be an object {"<linear module name>": rank}, got ${JSON.stringify(lr)}`);
+    lowRank = {};
+    for (const [k, v] of Object.entries(lr as Record<string, unknown>)) {
+      if (!isPosInt(v)) throw new ConfigError(`${file}: field 'topiary_low_rank.${k}' must be a positive integer rank, got ${JSON.stringify(v)}`);
+      lowRank[k] = v;
+    }
+  }
   return {
     vocabSize: need(raw, 'vocab_size', file, isPosInt, 'a positive integer'),
     hiddenSize,
@@ -178,6 +193,7 @@ export function parseEncoderConfig(raw: Record<string, unknown>, file = 'config.
     embeddingSize: isPosInt(raw['embedding_size']) ? (raw['embedding_size'] as number) : hiddenSize,
     padTokenId: Number.isInteger(raw['pad_token_id']) ? (raw['pad_token_id'] as number) : 0,
     arch: structuredClone(BERT_ARCHITECTURE),
+    ...(lowRank && Object.keys(lowRank).length > 0 ? { lowRank } : {}),
   };
 }
 
@@ -203,6 +219,8 @@ export function serializeBertConfig(c: BertConfig): Record<string, unknown> {
     topiary_layer_heads: c.layerHeads,
     topiary_layer_intermediate: c.layerIntermediate,
   });
+  if (c.lowRank && Object.keys(c.lowRank).length > 0) out['topiary_low_rank'] = { ...c.lowRank };
+  else delete out['topiary_low_rank'];
   if (c.attentionHeadSize * c.numAttentionHeads !== c.hiddenSize) out['attention_head_size'] = c.attentionHeadSize;
   else delete out['attention_head_size'];
   if (c.id2label.length > 0) {

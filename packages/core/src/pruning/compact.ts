@@ -32,7 +32,13 @@ export function compactedParamCount(model: BertModel, masks: MaskSet): number {
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const a = masks.mhaMask[l] === 0 ? 0 : indicesOf(masks.headMask[l]!).length * d;
     const i = masks.ffnMask[l] === 0 ? 0 : indicesOf(masks.neuronMask[l]!).length;
-    n += 3 * (h * a + a) + a * h + h + (h * i + i) + i * h + h;
+    // A low-rank layer weighs r (in + out) (its rank stays when rows or columns go).
+    const ln = layerParamNames(l);
+    const wgt = (module: string, inDim: number, outDim: number) => {
+      const r = c.lowRank?.[module];
+      return r === undefined ? inDim * outDim : r * (inDim + outDim);
+    };
+    n += wgt(ln.query, h, a) + wgt(ln.key, h, a) + wgt(ln.value, h, a) + 3 * a + wgt(ln.attnOut, a, h) + h + (wgt(ln.inter, h, i) + i) + wgt(ln.out, i, h) + h;
   }
   if (model.hasPooler) {
     const p = model.param('bert.pooler.dense.bias').size;
@@ -87,6 +93,17 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const hScale = hKeep.map((i) => hidden[i]!);
   const put = (n: string, t: Tensor) => out.set(n, t);
   const all = (k: number) => Array.from({ length: k }, (_, i) => i);
+  /**
+   * Linear weight `[in, out]` of `module`, rows/cols kept and scaled. A low-rank layer keeps its rank:
+   * rows (inputs) come out of `weight_v` `[in, r]`, columns (outputs) out of `weight_u` `[r, out]`.
+   */
+  const putLinear = (module: string, rows: number[] | null, cols: number[], colScale?: number[], rowScale?: number[]) => {
+    const r = c.lowRank?.[module];
+    if (r === undefined) return put(`${module}.weight`, take(data(`${module}.weight`), shape(`${module}.weight`), rows, cols, colScale, rowScale));
+    if (masks.weightMasks.has(`${module}.weight`)) throw new Error(`compact: weight mask on '${module}.weight', which is low-rank (topiary_low_rank): weight masks apply to dense layers only`);
+    put(`${module}.weight_v`, take(data(`${module}.weight_v`), shape(`${module}.weight_v`), rows, all(r), undefined, rowScale));
+    put(`${module}.weight_u`, take(data(`${module}.weight_u`), shape(`${module}.weight_u`), null, cols, colScale));
+  };
 
   // LayerNorm outputs are scaled by the hidden mask afterwards: fold into gamma and beta.
   const lnFold = (name: string) => {
@@ -120,22 +137,22 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
     for (const proj of [n.query, n.key, n.value]) {
       // The head mask scales the context, i.e. (probs @ V) * m = probs @ (V * m).
       const scale = proj === n.value ? colScale : undefined;
-      put(`${proj}.weight`, take(data(`${proj}.weight`), shape(`${proj}.weight`), hKeep, cols, scale));
+      putLinear(proj, hKeep, cols, scale);
       put(`${proj}.bias`, take(data(`${proj}.bias`), shape(`${proj}.bias`), null, cols, scale));
     }
     const outScale = hScale.map((h) => h * mha);
-    put(`${n.attnOut}.weight`, take(data(`${n.attnOut}.weight`), shape(`${n.attnOut}.weight`), cols, hKeep, outScale));
+    putLinear(n.attnOut, cols, hKeep, outScale);
     put(`${n.attnOut}.bias`, take(data(`${n.attnOut}.bias`), [H], null, hKeep, outScale));
     lnFold(n.attnLn);
 
     const neuronMask = masks.neuronMask[l]!;
     const neurons = ffn === 0 ? [] : indicesOf(neuronMask);
     newInter.push(neurons.length);
-    put(`${n.inter}.weight`, take(data(`${n.inter}.weight`), shape(`${n.inter}.weight`), hKeep, neurons));
+    putLinear(n.inter, hKeep, neurons);
     put(`${n.inter}.bias`, take(data(`${n.inter}.bias`), shape(`${n.inter}.bias`), null, neurons));
     const ffnScale = hScale.map((h) => h * ffn);
     // The neuron mask scales activations, i.e. rows of the output projection.
-    put(`${n.out}.weight`, take(data(`${n.out}.weight`), shape(`${n.out}.weight`), neurons, hKeep, ffnScale, neurons.map((i) => neuronMask[i]!)));
+    putLinear(n.out, neurons, hKeep, ffnScale, neurons.map((i) => neuronMask[i]!));
     put(`${n.out}.bias`, take(data(`${n.out}.bias`), [H], null, hKeep, ffnScale));
     lnFold(n.outLn);
   }

@@ -104,6 +104,9 @@ export function sparsityOf(model: BertModel, masks: MaskSet): SparsityReport {
     const wm = masks.weightMasks.get(`${name}.weight`);
     const R = rows.length;
     const C = cols.length;
+    // A low-rank layer keeps r (rows + cols) entries (weight masks are refused on it).
+    const r = c.lowRank?.[name];
+    if (r !== undefined) return r * (count(rows) + count(cols)) + count(cols);
     let kept = 0;
     if (!wm) kept = count(rows) * count(cols);
     else {

@@ -33,7 +33,13 @@ export function canonicalParams(c: BertConfig): { name: string; required: boolea
   out.push({ name: 'bert.embeddings.token_type_embeddings.weight', required: c.arch.tokenTypes });
   wb('bert.embeddings.LayerNorm', true);
   if (c.arch.embeddingProjection) wb('bert.embeddings_project', true);
-  for (let l = 0; l < c.numHiddenLayers; l++) for (const n of Object.values(layerParamNames(l))) wb(n, true);
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    for (const n of Object.values(layerParamNames(l))) {
+      // A low-rank layer (config.lowRank) has its two factors instead of the weight.
+      if (c.lowRank?.[n] === undefined) wb(n, true);
+      else out.push({ name: `${n}.weight_u`, required: true }, { name: `${n}.weight_v`, required: true }, { name: `${n}.bias`, required: true });
+    }
+  }
   wb('bert.pooler.dense', false);
   wb('classifier', false);
   return out;
@@ -59,7 +65,7 @@ function renameTable(c: BertConfig, spec: RenamingSpec): Map<string, string> {
   const parts = Object.keys(layerParamNames(0)) as LayerPart[];
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const n = layerParamNames(l);
-    for (const part of parts) for (const s of ['weight', 'bias']) table.set(`${n[part]}.${s}`, `${spec.layer(l, part)}.${s}`);
+    for (const part of parts) for (const s of ['weight', 'bias', 'weight_u', 'weight_v']) table.set(`${n[part]}.${s}`, `${spec.layer(l, part)}.${s}`);
   }
   for (const { name } of canonicalParams(c)) {
     if (table.has(name)) continue;
