@@ -9,15 +9,10 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DEFAULT_TRAINING, evaluate, loadBert, loadDataset, loadTokenizer, useBackend } from '@topiary/core';
 import { bertToOnnx } from '@topiary/onnx';
+import { takeOption } from './cli-args.mjs';
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name, dflt) => takeOption(args, name, dflt);
 const teacherDir = opt('teacher');
 const devFile = opt('dev');
 const threads = Number(opt('threads', '1'));

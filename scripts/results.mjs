@@ -7,15 +7,10 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { evaluate, loadBert, loadDataset, loadTokenizer, tf, useBackend } from '@topiary/core';
+import { takeOption } from './cli-args.mjs';
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name, dflt) => takeOption(args, name, dflt);
 const teacherDir = opt('teacher');
 const devFile = opt('dev');
 const levels = opt('levels', '')

@@ -4,15 +4,10 @@
 // Batch 32 x 64 tokens, median of N timed forward passes after one warm-up. Prints a table and JSON.
 import 'reflect-metadata';
 import { loadBert, tf, useBackend } from '@topiary/core';
+import { takeOption } from './cli-args.mjs';
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return dflt;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name, dflt) => takeOption(args, name, dflt);
 const reps = Number(opt('reps', '7'));
 const backend = opt('backend', 'wasm');
 if (args.length < 1) {
