@@ -1,20 +1,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MaskSet, loadBert, tf, type Batch } from '@topiary/core';
-import { golden, modelDir } from '../../core/src/test-support/shared.js';
+import { golden, goldenBatch, modelDir } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { FirstOrderCriterion } from './firstorder.js';
 
-function goldenBatch(g: any): Batch {
-  const s = g.single;
-  return {
-    batchSize: s.input_ids.length,
-    seqLen: s.input_ids[0].length,
-    inputIds: Int32Array.from(s.input_ids.flat()),
-    attentionMask: Int32Array.from(s.attention_mask.flat()),
-    tokenTypeIds: Int32Array.from(s.token_type_ids.flat()),
-    labels: Int32Array.from(g.labels),
-  };
-}
+/** The golden's single texts with their labels. */
+const singleBatch = (g: any): Batch => goldenBatch(g.single, g.labels);
 
 const relErr = (got: ArrayLike<number>, want: number[]) => {
   const scale = Math.max(...want.map(Math.abs));
@@ -33,7 +24,7 @@ describe('first-order criterion (Hugging Face goldens)', () => {
         { kind: 'head' as const, layer: l, size: a },
         { kind: 'neuron' as const, layer: l, size: model.config.layerIntermediate[l]! },
       ]);
-      const batch = goldenBatch(g);
+      const batch = singleBatch(g);
       const raw = await new FirstOrderCriterion({ normalize: false }).score(groups, { model, masks, batches: () => [batch] });
       g.first_order.head_importance.forEach((row: number[], l: number) => expect(relErr(raw.get(`head:${l}`)!, row)).toBeLessThan(1e-4));
       g.first_order.neuron_importance.forEach((row: number[], l: number) => expect(relErr(raw.get(`neuron:${l}`)!, row)).toBeLessThan(1e-4));
@@ -53,7 +44,7 @@ describe('first-order criterion (Hugging Face goldens)', () => {
     const scores = await new FirstOrderCriterion().score([{ kind: 'weight', param, size: model.params.get(param)!.size }], {
       model,
       masks: MaskSet.ones(model),
-      batches: () => [goldenBatch(g)],
+      batches: () => [singleBatch(g)],
     });
     // Golden is [out, in]; ours [in, out].
     const want = tf.tidy(() => tf.tensor2d(g.movement[param]).abs().transpose().dataSync());

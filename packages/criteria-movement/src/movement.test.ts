@@ -23,22 +23,13 @@ import {
   type RunEvent,
   type RunSpec,
 } from '@topiary/core';
-import { SHARED, golden, maxAbsDiff, modelDir } from '../../core/src/test-support/shared.js';
+import { SHARED, golden, goldenBatch, maxAbsDiff, modelDir } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { movementPlugin } from './index.js';
 import { straightThrough } from './movement.js';
 
-function goldenBatch(g: any): Batch {
-  const s = g.single;
-  return {
-    batchSize: s.input_ids.length,
-    seqLen: s.input_ids[0].length,
-    inputIds: Int32Array.from(s.input_ids.flat()),
-    attentionMask: Int32Array.from(s.attention_mask.flat()),
-    tokenTypeIds: Int32Array.from(s.token_type_ids.flat()),
-    labels: Int32Array.from(g.labels),
-  };
-}
+/** The golden's single texts with their labels. */
+const singleBatch = (g: any): Batch => goldenBatch(g.single, g.labels);
 
 async function context(options: Record<string, unknown>, maxSteps: number) {
   const { registry } = await createRunContainer([corePlugin(), movementPlugin()]);
@@ -71,7 +62,7 @@ describe('movement pruning', () => {
     const model = await loadBert(modelDir('bert-tiny-wordnet-supersense'));
     const name = 'bert.encoder.layer.0.attention.self.query.weight';
     const inter = 'bert.encoder.layer.0.intermediate.dense.weight';
-    const batch = goldenBatch(g);
+    const batch = singleBatch(g);
     const scores = [name, inter].map((n) => tf.variable(tf.zeros(model.params.get(n)!.shape)));
     const { grads } = tf.variableGrads(() => {
       const weightMasks = { [name]: straightThrough(scores[0]!, () => new Float32Array(scores[0]!.size).fill(1)), [inter]: straightThrough(scores[1]!, () => new Float32Array(scores[1]!.size).fill(1)) };

@@ -1,23 +1,14 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { crossEntropy, loadBert, tf, type Batch } from '@topiary/core';
-import { golden, modelDir } from '../../core/src/test-support/shared.js';
+import { golden, goldenBatch, modelDir } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { randomBert } from '../../core/src/test-support/random-bert.js';
 import { collectMaskGrads, fisherInformation } from './fisher.js';
 
 beforeAll(testBackend);
 
-function goldenBatch(g: any): Batch {
-  const s = g.single;
-  return {
-    batchSize: s.input_ids.length,
-    seqLen: s.input_ids[0].length,
-    inputIds: Int32Array.from(s.input_ids.flat()),
-    attentionMask: Int32Array.from(s.attention_mask.flat()),
-    tokenTypeIds: Int32Array.from(s.token_type_ids.flat()),
-    labels: Int32Array.from(g.labels),
-  };
-}
+/** The golden's single texts with their labels. */
+const singleBatch = (g: any): Batch => goldenBatch(g.single, g.labels);
 
 function randomBatch(seed: number, B: number, T: number, vocab: number, labels: number): Batch {
   let s = seed;
@@ -37,7 +28,7 @@ describe('Fisher information of head and neuron masks', () => {
   it('is the square of the goldens\' |dL/dm| on one batch (bert-tiny, 1e-4 relative)', async () => {
     const g = golden('bert-tiny-golden.json');
     const model = await loadBert(modelDir('bert-tiny-wordnet-supersense'));
-    const grads = collectMaskGrads(model, [goldenBatch(g)]);
+    const grads = collectMaskGrads(model, [singleBatch(g)]);
     const check = (got: Float64Array, want: number[]) => {
       const sq = want.map((w) => w * w);
       const scale = Math.max(...sq);

@@ -2,21 +2,10 @@ import { describe, expect, it, beforeAll } from 'vitest';
 import { tf } from '../tf.js';
 import { loadBert } from '../io/checkpoint.js';
 import { loadTokenizer } from '../io/tokenizer.js';
-import type { Batch, BertModel, StructuredMasks } from './bert.js';
-import { golden, maxAbsDiff, modelDir } from '../test-support/shared.js';
+import type { BertModel, StructuredMasks } from './bert.js';
+import { golden, goldenBatch, maxAbsDiff, modelDir } from '../test-support/shared.js';
 import { testBackend } from '../test-support/backend.js';
 
-function toBatch(g: { input_ids: number[][]; attention_mask: number[][]; token_type_ids: number[][] }): Batch {
-  const B = g.input_ids.length;
-  const T = g.input_ids[0]!.length;
-  return {
-    batchSize: B,
-    seqLen: T,
-    inputIds: Int32Array.from(g.input_ids.flat()),
-    attentionMask: Int32Array.from(g.attention_mask.flat()),
-    tokenTypeIds: Int32Array.from(g.token_type_ids.flat()),
-  };
-}
 
 function masksFrom(m: Record<string, any>, keys: string[]): StructuredMasks {
   const out: StructuredMasks = {};
@@ -58,7 +47,7 @@ for (const name of ['bert-tiny', 'bert-mini'] as const) {
       it(`matches logits, per-layer [CLS]${name === 'bert-tiny' ? ' and hidden states' : ''} (${kind})`, () => {
         const gk = g[kind];
         const out = tf.tidy(() => {
-          const o = model.forward(toBatch(gk), { outputHiddenStates: true });
+          const o = model.forward(goldenBatch(gk), { outputHiddenStates: true });
           return {
             logits: o.logits!.arraySync(),
             cls: o.hiddenStates!.map((h) => tf.slice(h, [0, 0, 0], [h.shape[0], 1, h.shape[2]]).squeeze([1]).arraySync()),
@@ -68,7 +57,7 @@ for (const name of ['bert-tiny', 'bert-mini'] as const) {
         expect(maxAbsDiff(out.logits, gk.logits)).toBeLessThan(1e-4);
         // Without hidden states (and no tape), inference frees each layer's input once consumed.
         const before = tf.memory().numTensors;
-        const plain = tf.tidy(() => model.forward(toBatch(gk)).logits!.arraySync());
+        const plain = tf.tidy(() => model.forward(goldenBatch(gk)).logits!.arraySync());
         expect(maxAbsDiff(plain, gk.logits)).toBeLessThan(1e-4);
         expect(tf.memory().numTensors).toBe(before);
         // golden cls_per_layer is [layer][example][hidden], layer 0 the embedding output
@@ -90,7 +79,7 @@ for (const name of ['bert-tiny', 'bert-mini'] as const) {
       it(`matches logits and last [CLS] under ${key}`, () => {
         const res = tf.tidy(() => {
           const masks = masksFrom(g.masked.masks, key.split('+'));
-          const o = model.forward(toBatch(g.single), { masks, outputHiddenStates: true });
+          const o = model.forward(goldenBatch(g.single), { masks, outputHiddenStates: true });
           const last = o.hiddenStates![o.hiddenStates!.length - 1]!;
           return { logits: o.logits!.arraySync(), cls: tf.slice(last, [0, 0, 0], [last.shape[0], 1, last.shape[2]]).squeeze([1]).arraySync() };
         });
@@ -100,7 +89,7 @@ for (const name of ['bert-tiny', 'bert-mini'] as const) {
     }
 
     it('matches logits under fractional head and neuron masks', () => {
-      const logits = tf.tidy(() => model.forward(toBatch(g.single), { masks: masksFrom(g.soft_masked.masks, ['head_mask', 'neuron_mask']) }).logits!.arraySync());
+      const logits = tf.tidy(() => model.forward(goldenBatch(g.single), { masks: masksFrom(g.soft_masked.masks, ['head_mask', 'neuron_mask']) }).logits!.arraySync());
       expect(maxAbsDiff(logits, g.soft_masked.logits)).toBeLessThan(1e-4);
     });
   });

@@ -11,7 +11,7 @@ import { BUILTIN_FAMILIES } from './index.js';
 import { loadTokenizer } from '../../io/tokenizer.js';
 import { Dataset } from '../../data/dataset.js';
 import type { Batch, BertModel } from '../bert.js';
-import { SHARED, golden, maxAbsDiff } from '../../test-support/shared.js';
+import { SHARED, golden, goldenBatch, maxAbsDiff } from '../../test-support/shared.js';
 import { testBackend } from '../../test-support/backend.js';
 
 const root = path.join(SHARED, 'goldens', 'families');
@@ -26,17 +26,6 @@ interface GoldenSide {
   last_hidden_state: number[][][];
 }
 
-function toBatch(g: GoldenSide): Batch {
-  const B = g.input_ids.length;
-  const T = g.input_ids[0]!.length;
-  return {
-    batchSize: B,
-    seqLen: T,
-    inputIds: Int32Array.from(g.input_ids.flat()),
-    attentionMask: Int32Array.from(g.attention_mask.flat()),
-    tokenTypeIds: g.token_type_ids ? Int32Array.from(g.token_type_ids.flat()) : new Int32Array(B * T),
-  };
-}
 
 const TOL = 1e-5;
 
@@ -74,7 +63,7 @@ describe.skipIf(families.length === 0)('families: parity with Hugging Face trans
           const gk: GoldenSide = g[kind];
           const before = tf.memory().numTensors;
           const out = tf.tidy(() => {
-            const o = model.forward(toBatch(gk), { outputHiddenStates: true });
+            const o = model.forward(goldenBatch(gk), { outputHiddenStates: true });
             return {
               logits: o.logits!.arraySync(),
               first: o.hiddenStates!.map((h) => tf.slice(h, [0, 0, 0], [h.shape[0], 1, h.shape[2]]).squeeze([1]).arraySync()),
@@ -115,7 +104,7 @@ describe.skipIf(families.length === 0)('families: save and reload', () => {
       const names = (f: string) => [...parseSafetensors(readFileSync(f)).keys()].filter((n) => !n.endsWith('position_ids')).sort();
       expect(names(path.join(out, 'model.safetensors'))).toEqual(names(path.join(dir, 'model.safetensors')));
       const reloaded = await loadBert(out);
-      const batch = toBatch(g.pair);
+      const batch = goldenBatch(g.pair);
       const logits = (m: BertModel, masks?: MaskSet) =>
         tf.tidy(() => {
           const t = masks?.toTensors();
@@ -163,7 +152,7 @@ describe.skipIf(!families.includes('roberta'))('families: bare base-model checkp
     writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, architectures: ['RobertaModel'] }));
     const model = await loadBert(dir);
     expect(model.hasClassifier).toBe(false);
-    const last = tf.tidy(() => model.forward(toBatch(g.single)).sequenceOutput.arraySync());
+    const last = tf.tidy(() => model.forward(goldenBatch(g.single)).sequenceOutput.arraySync());
     for (let b = 0; b < g.single.attention_mask.length; b++) {
       const n = g.single.attention_mask[b].reduce((s: number, x: number) => s + x, 0);
       expect(maxAbsDiff(last[b]!.slice(0, n), g.single.last_hidden_state[b].slice(0, n))).toBeLessThan(TOL);
