@@ -201,6 +201,14 @@ export function bertClassificationHead(g: GraphBuilder, model: BertModel, sequen
   g.output('logits', DataType.FLOAT, [BATCH, model.numLabels]);
 }
 
+export interface BertGraphOptions {
+  /**
+   * Also output `last_hidden_state` `[batch_size, sequence_length, hidden]`, the last layer's output
+   * (for comparing runtimes layer by layer; transformers.js reads `logits` only).
+   */
+  lastHiddenState?: boolean;
+}
+
 /**
  * The graph of a sequence classifier of any family with its real (compacted) shapes: every layer as
  * many heads and FFN neurons as it kept, hidden size as compaction left it, low-rank layers as two
@@ -209,11 +217,15 @@ export function bertClassificationHead(g: GraphBuilder, model: BertModel, sequen
  * family has token types, `token_type_ids` (int64 `[batch_size, sequence_length]`), output `logits`
  * `[batch_size, labels]`.
  */
-export function bertGraph(model: BertModel): GraphBuilder {
+export function bertGraph(model: BertModel, opts: BertGraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder(`topiary-${model.config.modelType}`);
   const { hidden, attentionBias } = bertEmbeddings(g, model);
   let x = hidden;
   for (let l = 0; l < model.config.numHiddenLayers; l++) x = bertLayer(g, model, x, attentionBias, l);
   bertClassificationHead(g, model, x);
+  if (opts.lastHiddenState) {
+    g.nodes.push({ opType: 'Identity', name: g.fresh('Identity:last_hidden_state'), inputs: [x], outputs: [g.fresh('last_hidden_state')], attributes: {} });
+    g.output('last_hidden_state', DataType.FLOAT, [BATCH, SEQ, model.config.hiddenSize]);
+  }
   return g;
 }

@@ -2,7 +2,7 @@ import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TOKENIZER_FILES, exportTensors, familyOf, serializeSafetensors, writeDirAtomic, writeFileAtomic, type BertModel, type NamedTensor } from '@topiary/core';
-import { OPSET, bertGraph } from './bert.js';
+import { OPSET, bertGraph, type BertGraphOptions } from './bert.js';
 import { quantizeDynamic, type QuantizeOptions } from './quantize.js';
 
 /** What the model card says about how the model was made (from a run's report.json when known). */
@@ -61,9 +61,9 @@ function familyExport(model: BertModel): { config: Record<string, unknown>; tens
 const classPrefix = (architecture: string) => architecture.replace(/(For[A-Za-z]+|Model)$/, '');
 
 /** The ONNX bytes of a (compacted) classification model of any family, fp32 and, when asked, int8. */
-export function bertToOnnx(model: BertModel, opts: { quantize?: 'int8' | undefined; quantizeOptions?: QuantizeOptions } = {}): { fp32: Uint8Array; int8?: Uint8Array } {
+export function bertToOnnx(model: BertModel, opts: { quantize?: 'int8' | undefined; quantizeOptions?: QuantizeOptions } & BertGraphOptions = {}): { fp32: Uint8Array; int8?: Uint8Array } {
   const meta = { opset: OPSET, producerVersion: topiaryVersion(), docString: `sequence classifier (model_type ${model.config.modelType}) exported by Topiary with its pruned per-layer shapes` };
-  const g = bertGraph(model);
+  const g = bertGraph(model, opts.lastHiddenState ? { lastHiddenState: true } : {});
   const fp32 = g.encode(meta);
   if (opts.quantize !== 'int8') return { fp32 };
   quantizeDynamic(g, opts.quantizeOptions);
