@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { Rng, loadBert, parseSafetensors, tf, type Batch, type BertModel, type PruneContext } from '@topiary/core';
+import { Rng, layerParamNames, loadBert, parseSafetensors, tf, type Batch, type BertModel, type PruneContext } from '@topiary/core';
 import { SvdPruner } from '../../factorize/src/index.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { SHARED, golden, goldenBatch } from '../../core/src/test-support/shared.js';
@@ -136,6 +136,21 @@ describe.skipIf(families.length === 0)('ONNX export of every family against the 
           batches().forEach((b, i) => expectClose(got[i]!, topiaryOutputs(small, b), b, TOL, kind));
           small.dispose();
         }
+      });
+
+      it('FFN activations over their whole range (gelu and gelu_new differ there, not near 0 where these checkpoints sit): ONNX Runtime computes what Topiary does', async () => {
+        // The golden's small random weights keep FFN inputs near 0, where exact GELU and its tanh
+        // approximation agree to 1e-7; scaled up 20x they spread over [-5, 5].
+        const wide = model.clone();
+        tf.tidy(() => {
+          for (let l = 0; l < wide.config.numHiddenLayers; l++) {
+            const w = wide.param(`${layerParamNames(l).inter}.weight`);
+            w.assign(tf.mul(w, 20));
+          }
+        });
+        const got = await runOnnx(bertToOnnx(wide, { lastHiddenState: true }).fp32, batches());
+        batches().forEach((b, i) => expectClose(got[i]!, topiaryOutputs(wide, b), b, TOL, 'wide'));
+        wide.dispose();
       });
 
       it('int8 (--quantize int8): the golden predictions, logits within the quantization bound', async () => {
