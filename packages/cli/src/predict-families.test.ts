@@ -72,7 +72,8 @@ describe.runIf(existsSync(bin) && families.length > 0)('topiary predict on every
     for (const family of families) {
       const src = path.join(root, family);
       const model = await loadBert(src);
-      await writeOnnxFolder(model, path.join(out, family), { tokenizerFrom: src });
+      // --format all: the ONNX graph and the family's safetensors in one folder.
+      await writeOnnxFolder(model, path.join(out, family), { tokenizerFrom: src, safetensors: true });
       model.dispose();
       // The family's own config.json (model_type picks transformers.js's model class) and tokenizer class.
       const read = (f: string) => JSON.parse(readFileSync(f, 'utf8'));
@@ -82,12 +83,17 @@ describe.runIf(existsSync(bin) && families.length > 0)('topiary predict on every
       const g = golden<Golden>(`families/${family}/golden.json`);
       // At the tokenizer's own model_max_length (transformers.js truncates pairs at 64 otherwise than Hugging Face).
       const maxLength = 128;
-      const run = async (data: string, pairField?: string) => {
+      const run = async (folder: string, runtime: 'tfjs' | 'onnx', data: string, pairField?: string) => {
         const got: Prediction[] = [];
-        await predict(src, { data, runtime: 'tfjs', quantized: false, batchSize: 64, maxLength, textField: 'text', ...(pairField ? { pairField } : {}) }, (p) => got.push(p));
+        await predict(folder, { data, runtime, quantized: false, batchSize: 64, maxLength, textField: 'text', ...(pairField ? { pairField } : {}) }, (p) => got.push(p));
         return got;
       };
-      const [single, pairs] = [await run(files(family).single), await run(files(family).pairs, 'pair')];
+      const [single, pairs] = [await run(src, 'tfjs', files(family).single), await run(src, 'tfjs', files(family).pairs, 'pair')];
+      // The exported folder through both of predict's runtimes: the same logits.
+      for (const runtime of ['tfjs', 'onnx'] as const) {
+        const again = await run(path.join(out, family), runtime, files(family).pairs, 'pair');
+        expect(maxAbsDiff(again.map((p) => p.logits), pairs.map((p) => p.logits)), `${family} exported, ${runtime}`).toBeLessThan(TOL);
+      }
       const tok = await AutoTokenizer.from_pretrained(family);
       const clf = await AutoModelForSequenceClassification.from_pretrained(family, { dtype: 'fp32' });
       const logits = async (inputs: Record<string, unknown>) => ((await clf(inputs)) as { logits: { tolist(): number[][] } }).logits.tolist();
