@@ -57,7 +57,6 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) q[r * cols + c] = Math.max(-qmax, Math.min(qmax, Math.round(w[r * cols + c]! / scale[c]!)));
     }
-    g.initializers.delete(name);
     const out: [string, string, string] = [
       g.initializer(`${name}_quantized`, DataType.INT8, [rows, cols], q),
       g.float(`${name}_scale`, [cols], scale),
@@ -81,7 +80,6 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     const scale = hi > lo ? (hi - lo) / 255 : 1;
     const zero = Math.max(0, Math.min(255, Math.round(-lo / scale)));
     const q = Uint8Array.from(w, (v) => Math.max(0, Math.min(255, Math.round(v / scale) + zero)));
-    g.initializers.delete(name);
     const out: [string, string, string] = [
       g.initializer(`${name}_quantized`, DataType.UINT8, table.dims, q),
       g.float(`${name}_scale`, [], [scale]),
@@ -122,5 +120,8 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     add('Mul', [f, scale], '', {}, [n.outputs[0]!]);
   }
   g.nodes.splice(0, g.nodes.length, ...nodes);
+  // The float originals go once nothing reads them (an initializer may also feed a node left in float).
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  for (const name of [...quantizedWeights.keys(), ...quantizedTables.keys()]) if (!read.has(name)) g.initializers.delete(name);
   return { matmuls, gathers, weights: quantizedWeights.size };
 }
