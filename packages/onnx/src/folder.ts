@@ -1,8 +1,8 @@
 import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TOKENIZER_FILES, exportTensors, serializeBertConfig, serializeSafetensors, writeDirAtomic, writeFileAtomic, type BertModel } from '@topiary/core';
-import { OPSET, bertGraph } from './bert.js';
+import { TOKENIZER_FILES, exportTensors, familyOf, serializeSafetensors, writeDirAtomic, writeFileAtomic, type BertModel, type NamedTensor } from '@topiary/core';
+import { OPSET, bertGraph, type BertGraphOptions } from './bert.js';
 import { quantizeDynamic, type QuantizeOptions } from './quantize.js';
 
 /** What the model card says about how the model was made (from a run's report.json when known). */
@@ -47,10 +47,23 @@ export function topiaryVersion(): string {
   return JSON.parse(readFileSync(pkg, 'utf8')).version as string;
 }
 
-/** The ONNX bytes of a (compacted) classification model, fp32 and, when asked, int8. */
-export function bertToOnnx(model: BertModel, opts: { quantize?: 'int8' | undefined; quantizeOptions?: QuantizeOptions } = {}): { fp32: Uint8Array; int8?: Uint8Array } {
-  const meta = { opset: OPSET, producerVersion: topiaryVersion(), docString: 'BertForSequenceClassification exported by Topiary with its pruned per-layer shapes' };
-  const g = bertGraph(model);
+/**
+ * The model as its family writes it (`model_type`, `architectures`, its own field and tensor names):
+ * config.json for transformers.js, and the tensors for a `model.safetensors` beside the graph.
+ */
+function familyExport(model: BertModel): { config: Record<string, unknown>; tensors: Map<string, NamedTensor> } {
+  const family = familyOf(model);
+  const { tensors, config } = family.exportTensors(exportTensors(model), model.config);
+  return { config: family.serializeConfig(config), tensors };
+}
+
+/** `RobertaForSequenceClassification` -> `Roberta` (the class-name prefix of a family). */
+const classPrefix = (architecture: string) => architecture.replace(/(For[A-Za-z]+|Model)$/, '');
+
+/** The ONNX bytes of a (compacted) classification model of any family, fp32 and, when asked, int8. */
+export function bertToOnnx(model: BertModel, opts: { quantize?: 'int8' | undefined; quantizeOptions?: QuantizeOptions } & BertGraphOptions = {}): { fp32: Uint8Array; int8?: Uint8Array } {
+  const meta = { opset: OPSET, producerVersion: topiaryVersion(), docString: `sequence classifier (model_type ${model.config.modelType}) exported by Topiary with its pruned per-layer shapes` };
+  const g = bertGraph(model, opts.lastHiddenState ? { lastHiddenState: true } : {});
   const fp32 = g.encode(meta);
   if (opts.quantize !== 'int8') return { fp32 };
   quantizeDynamic(g, opts.quantizeOptions);
@@ -59,7 +72,7 @@ export function bertToOnnx(model: BertModel, opts: { quantize?: 'int8' | undefin
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : `${(100 * x).toFixed(2)}%`);
 
-function modelCard(model: BertModel, params: number, opts: OnnxFolderOptions, files: string[]): string {
+function modelCard(model: BertModel, params: number, opts: OnnxFolderOptions, files: string[], architecture: string): string {
   const c = model.config;
   const card = opts.card ?? {};
   const encoder = c.layerHeads.map((h, l) => `| ${l} | ${h} | ${c.layerIntermediate[l]} |`).join('\n');
@@ -67,10 +80,10 @@ function modelCard(model: BertModel, params: number, opts: OnnxFolderOptions, fi
   return `---
 library_name: transformers.js
 pipeline_tag: text-classification
-tags: [topiary, pruned, onnx]
+tags: [topiary, pruned, onnx, ${c.modelType}]
 ---
 
-# Pruned BERT for sequence classification (ONNX)
+# Pruned ${classPrefix(architecture)} for sequence classification (ONNX)
 
 Made with [Topiary](https://www.npmjs.com/package/@topiary/cli) ${topiaryVersion()}${card.source ? ` from \`${card.source}\`` : ''}. The graph has the
 pruned model's real shapes: removed heads, FFN neurons and hidden dimensions are gone, so it is smaller
@@ -116,9 +129,12 @@ Files: ${files.map((f) => `\`${f}\``).join(', ')}.
 export async function writeOnnxFolder(model: BertModel, dir: string, opts: OnnxFolderOptions = {}): Promise<OnnxFolderReport> {
   const { fp32, int8 } = bertToOnnx(model, { quantize: opts.quantize, ...(opts.quantizeOptions ? { quantizeOptions: opts.quantizeOptions } : {}) });
   const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+  const exported = familyExport(model);
+  const architecture = String((exported.config['architectures'] as string[] | undefined)?.[0] ?? 'BertForSequenceClassification');
   const files = ['config.json'];
   await writeDirAtomic(dir, async (tmp) => {
-    const config = { ...serializeBertConfig(model.config), problem_type: 'single_label_classification' };
+    // The family's own config (model_type picks transformers.js's model class).
+    const config = { ...exported.config, problem_type: 'single_label_classification' };
     await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
     if (opts.tokenizerFrom) {
       for (const f of TOKENIZER_FILES) {
@@ -131,7 +147,7 @@ export async function writeOnnxFolder(model: BertModel, dir: string, opts: OnnxF
       // transformers.js picks the tokenizer class from tokenizer_config.json.
       const cfgFile = path.join(opts.tokenizerFrom, 'tokenizer_config.json');
       const cfg: Record<string, unknown> = existsSync(cfgFile) ? JSON.parse(await fs.readFile(cfgFile, 'utf8')) : {};
-      cfg['tokenizer_class'] ??= 'BertTokenizer';
+      cfg['tokenizer_class'] ??= `${classPrefix(architecture)}Tokenizer`;
       if (typeof cfg['model_max_length'] !== 'number' || (cfg['model_max_length'] as number) > model.config.maxPositionEmbeddings) cfg['model_max_length'] = model.config.maxPositionEmbeddings;
       await fs.writeFile(path.join(tmp, 'tokenizer_config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
       files.push('tokenizer_config.json');
@@ -144,11 +160,11 @@ export async function writeOnnxFolder(model: BertModel, dir: string, opts: OnnxF
       files.push('onnx/model_quantized.onnx');
     }
     if (opts.safetensors) {
-      await writeFileAtomic(path.join(tmp, 'model.safetensors'), serializeSafetensors(exportTensors(model)));
+      await writeFileAtomic(path.join(tmp, 'model.safetensors'), serializeSafetensors(exported.tensors));
       files.push('model.safetensors');
     }
     files.push('README.md');
-    await fs.writeFile(path.join(tmp, 'README.md'), modelCard(model, params, opts, files));
+    await fs.writeFile(path.join(tmp, 'README.md'), modelCard(model, params, opts, files, architecture));
   }, { kind: 'model', ...(opts.force ? { force: true } : {}) });
   return { dir, files, params, onnxBytes: fp32.byteLength, ...(int8 ? { quantizedBytes: int8.byteLength } : {}) };
 }

@@ -28,6 +28,19 @@ export interface ValueInfo {
 const bytesOf = (a: Float32Array | BigInt64Array | Int8Array | Uint8Array | Int32Array): Uint8Array =>
   new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  // Whole words where both are aligned (initializer copies are), bytes otherwise; most differ at once.
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0 && a.byteLength % 4 === 0) {
+    const x = new Uint32Array(a.buffer, a.byteOffset, a.byteLength / 4);
+    const y = new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+    return true;
+  }
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * An ONNX graph under construction: nodes in topological order, initializers by name. Values get
  * unique names from a prefix (`fresh`), so per-layer helpers need no bookkeeping. The graph stays a
@@ -39,6 +52,9 @@ export class GraphBuilder {
   readonly inputs: ValueInfo[] = [];
   readonly outputs: ValueInfo[] = [];
   private used = new Set<string>();
+  /** Parameter initializers by name, and by dims for finding a parameter already written with the same values. */
+  private params = new Map<string, string>();
+  private paramsByDims = new Map<string, string[]>();
 
   constructor(public name = 'topiary') {}
 
@@ -66,6 +82,23 @@ export class GraphBuilder {
     if (values.length !== size) throw new Error(`initializer '${n}': ${values.length} values for dims [${dims.join(', ')}]`);
     // A copy: the caller's array may be a view of a tfjs buffer that is freed later.
     this.initializers.set(n, { name: n, dataType, dims, raw: bytesOf(values).slice() });
+    return n;
+  }
+
+  /**
+   * A model parameter as a float initializer, written once: asked again by name, or with the same dims
+   * and the same values as one already written (ALBERT's shared layer, unshared into one copy per use
+   * at load), it returns that initializer, so shared weights are stored once and read by every use.
+   */
+  parameter(name: string, dims: number[], values: Float32Array): string {
+    const known = this.params.get(name);
+    if (known) return known;
+    const key = dims.join(',');
+    const bytes = bytesOf(values);
+    const same = (this.paramsByDims.get(key) ?? []).find((other) => equalBytes(this.initializers.get(other)!.raw, bytes));
+    const n = same ?? this.float(name, dims, values);
+    if (!same) this.paramsByDims.set(key, [...(this.paramsByDims.get(key) ?? []), n]);
+    this.params.set(name, n);
     return n;
   }
 

@@ -6,7 +6,7 @@ import * as ort from 'onnxruntime-node';
 import { Dataset, loadBert, loadDataset, loadTokenizer, readExamples, tf, type Batch, type BertModel } from '@topiary/core';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { REPO } from '../../core/src/test-support/shared.js';
-import { bertToOnnx, decodeModel, writeOnnxFolder } from './index.js';
+import { DataType, GraphBuilder, bertToOnnx, decodeModel, quantizeDynamic, writeOnnxFolder } from './index.js';
 import { VARIANTS, variantModel } from './test-support/variants.js';
 
 const tiny = path.join(REPO, 'examples/models/bert-tiny-wordnet-supersense');
@@ -153,5 +153,26 @@ describe('ONNX export', () => {
     expect(card).toContain('| method | structured |');
     expect(card).toContain('70.00%');
     expect(card).toContain(r.params.toLocaleString('en-US'));
+  });
+});
+
+describe('quantizeDynamic', () => {
+  it('quantizes a weight read by several MatMuls once, and keeps its float values while a float node still reads them', async () => {
+    const g = new GraphBuilder('shared');
+    const x = g.input('x', DataType.FLOAT, [1, 4]);
+    const values = Float32Array.from({ length: 16 }, (_, i) => (i % 5) / 4 - 0.5);
+    const w = g.parameter('w', [4, 4], values);
+    expect(g.parameter('w_again', [4, 4], values.slice())).toBe(w); // same values: the same initializer
+    const twice = g.op('MatMul', [g.op('MatMul', [x, w], 'y1'), w], 'y2');
+    g.nodes.push({ opType: 'Identity', name: 'Identity:y', inputs: [twice], outputs: ['y'], attributes: {} });
+    g.nodes.push({ opType: 'Identity', name: 'Identity:w_out', inputs: [w], outputs: ['w_out'], attributes: {} });
+    g.output('y', DataType.FLOAT, [1, 4]);
+    g.output('w_out', DataType.FLOAT, [4, 4]);
+    const report = quantizeDynamic(g);
+    expect([report.matmuls, report.weights]).toEqual([2, 1]);
+    const s = await ort.InferenceSession.create(g.encode({ opset: 17, producerVersion: 'test' }));
+    const out = await s.run({ x: new ort.Tensor('float32', Float32Array.of(1, -1, 0.5, 2), [1, 4]) });
+    expect(Array.from(out['w_out']!.data as Float32Array)).toEqual(Array.from(values));
+    await s.release();
   });
 });

@@ -57,7 +57,6 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) q[r * cols + c] = Math.max(-qmax, Math.min(qmax, Math.round(w[r * cols + c]! / scale[c]!)));
     }
-    g.initializers.delete(name);
     const out: [string, string, string] = [
       g.initializer(`${name}_quantized`, DataType.INT8, [rows, cols], q),
       g.float(`${name}_scale`, [cols], scale),
@@ -67,26 +66,43 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
     return out;
   };
   let gathers = 0;
+  // A table read by several Gathers (or a weight by several MatMuls: ALBERT's shared layer) is quantized once.
+  const quantizedTables = new Map<string, [string, string, string]>();
+  const tableOf = (name: string): [string, string, string] => {
+    const hit = quantizedTables.get(name);
+    if (hit) return hit;
+    const table = g.initializers.get(name)!;
+    const w = g.floatValues(name);
+    // uint8 asymmetric over [min(0, w), max(0, w)], so 0 is exact.
+    let lo = 0;
+    let hi = 0;
+    for (const v of w) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
+    const scale = hi > lo ? (hi - lo) / 255 : 1;
+    const zero = Math.max(0, Math.min(255, Math.round(-lo / scale)));
+    const q = Uint8Array.from(w, (v) => Math.max(0, Math.min(255, Math.round(v / scale) + zero)));
+    const out: [string, string, string] = [
+      g.initializer(`${name}_quantized`, DataType.UINT8, table.dims, q),
+      g.float(`${name}_scale`, [], [scale]),
+      g.initializer(`${name}_zero_point`, DataType.UINT8, [], Uint8Array.of(zero)),
+    ];
+    quantizedTables.set(name, out);
+    return out;
+  };
+  const isFloat2d = (name: string) => {
+    const t = g.initializers.get(name);
+    return t !== undefined && t.dataType === DataType.FLOAT && t.dims.length === 2;
+  };
   for (const n of g.nodes) {
-    const table = n.opType === 'Gather' ? g.initializers.get(n.inputs[0]!) : undefined;
-    if (table && table.dataType === DataType.FLOAT && table.dims.length === 2 && !quantizedWeights.has(table.name)) {
+    const tableName = n.inputs[0]!;
+    if (n.opType === 'Gather' && !quantizedWeights.has(tableName) && (quantizedTables.has(tableName) || isFloat2d(tableName))) {
       gathers++;
-      const w = g.floatValues(table.name);
-      // uint8 asymmetric over [min(0, w), max(0, w)], so 0 is exact.
-      let lo = 0;
-      let hi = 0;
-      for (const v of w) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
-      const scale = hi > lo ? (hi - lo) / 255 : 1;
-      const zero = Math.max(0, Math.min(255, Math.round(-lo / scale)));
-      const q = Uint8Array.from(w, (v) => Math.max(0, Math.min(255, Math.round(v / scale) + zero)));
-      g.initializers.delete(table.name);
-      const qt = g.initializer(`${table.name}_quantized`, DataType.UINT8, table.dims, q);
+      const [qt, scale, zero] = tableOf(tableName);
       const rows = add('Gather', [qt, ...n.inputs.slice(1)], `${n.outputs[0]}_quantized`, n.attributes)[0]!;
-      add('DequantizeLinear', [rows, g.float(`${table.name}_scale`, [], [scale]), g.initializer(`${table.name}_zero_point`, DataType.UINT8, [], Uint8Array.of(zero))], '', {}, [n.outputs[0]!]);
+      add('DequantizeLinear', [rows, scale, zero], '', {}, [n.outputs[0]!]);
       continue;
     }
-    const w = n.opType === 'MatMul' ? g.initializers.get(n.inputs[1]!) : undefined;
-    if (!w || w.dataType !== DataType.FLOAT || w.dims.length !== 2) {
+    const weightName = n.inputs[1]!;
+    if (n.opType !== 'MatMul' || quantizedTables.has(weightName) || !(quantizedWeights.has(weightName) || isFloat2d(weightName))) {
       nodes.push(n);
       continue;
     }
@@ -97,12 +113,15 @@ export function quantizeDynamic(g: GraphBuilder, opts: QuantizeOptions = {}): Qu
       dq = add('DynamicQuantizeLinear', [x], '', {}, [g.fresh(`${x}_quantized`), g.fresh(`${x}_scale`), g.fresh(`${x}_zero_point`)]) as [string, string, string];
       dynamic.set(x, dq);
     }
-    const [wq, ws, wz] = weightOf(n.inputs[1]!);
+    const [wq, ws, wz] = weightOf(weightName);
     const int = add('MatMulInteger', [dq[0], wq, dq[2], wz], `${n.outputs[0]}_int32`)[0]!;
     const f = add('Cast', [int], `${n.outputs[0]}_cast`, { to: { int: DataType.FLOAT } })[0]!;
     const scale = add('Mul', [dq[1], ws], `${n.outputs[0]}_scale`)[0]!;
     add('Mul', [f, scale], '', {}, [n.outputs[0]!]);
   }
   g.nodes.splice(0, g.nodes.length, ...nodes);
+  // The float originals go once nothing reads them (an initializer may also feed a node left in float).
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  for (const name of [...quantizedWeights.keys(), ...quantizedTables.keys()]) if (!read.has(name)) g.initializers.delete(name);
   return { matmuls, gathers, weights: quantizedWeights.size };
 }
