@@ -122,8 +122,9 @@ async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json:
         tap((e) => {
           const shown = e.type === 'run-interrupted' && e.checkpoint ? { ...e, resume: resumeCommand() } : e;
           if (e.type === 'run-interrupted') interrupted = true;
-          r.event(shown);
+          // The log first: whatever a reader of stdout has seen is on disk too.
           log?.write(shown);
+          r.event(shown);
           if (e.type === 'run-completed') completed = e;
         }),
       ),
