@@ -6,10 +6,12 @@ export interface Chart {
   /** File-name part of its SVG (`loss` -> `report-loss.svg`). */
   name: string;
   title: string;
+  /** How to read it, under the title. */
+  caption?: string;
   spec: TopLevelSpec;
 }
 
-const WIDTH = 480;
+const WIDTH = 440;
 const HEIGHT = 260;
 const base = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: WIDTH, height: HEIGHT, config: { font: 'system-ui, sans-serif', view: { stroke: '#ddd' } } } as const;
 const pct = { format: '.1%' } as const;
@@ -145,12 +147,14 @@ export function keptHeatmap(cells: KeptCell[]): Chart {
 export function tradeoffChart(name: string, title: string, xTitle: string, points: (TradeoffPoint & { front: boolean; methodFront: boolean })[], xFormat: string, teacherAccuracy: number | null): Chart {
   const methodFront = points.filter((p) => p.methodFront).sort((a, b) => a.x - b.x);
   const front = points.filter((p) => p.front);
-  const x = { field: 'x', type: 'quantitative', title: xTitle, axis: { format: xFormat }, scale: { zero: false } } as const;
-  const y = { field: 'accuracy', type: 'quantitative', title: 'dev accuracy', axis: pct, scale: { zero: false } } as const;
+  // Padding (pixels) keeps the extreme points and their rings inside the frame.
+  const x = { field: 'x', type: 'quantitative', title: xTitle, axis: { format: xFormat }, scale: { zero: false, padding: 14 } } as const;
+  const y = { field: 'accuracy', type: 'quantitative', title: 'dev accuracy', axis: pct, scale: { zero: false, padding: 14 } } as const;
   const tooltip = [{ field: 'id', title: 'run' }, { field: 'method' }, { field: 'x', title: xTitle, format: xFormat }, { field: 'accuracy', format: '.2%' }, { field: 'front', title: 'on the Pareto front' }];
   return {
     name,
     title,
+    caption: `a point per completed run; lines: each method's Pareto front; black rings: the Pareto front of all runs${teacherAccuracy !== null ? '; dashed: the teacher' : ''}`,
     spec: {
       ...base,
       layer: [

@@ -45,6 +45,7 @@ export const fmtText = (v: unknown): Cell => ({ text: v === null || v === undefi
 
 export interface PageChart {
   title: string;
+  caption?: string;
   spec: vega.Spec;
   /** The SVG file written beside the page, linked from the chart. */
   svg: string;
@@ -100,8 +101,8 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1280px;
 h1 { font-size: 22px; margin: 8px 0 2px; } h2 { font-size: 17px; margin: 28px 0 8px; } .sub { color: #666; margin: 0 0 16px; }
 .facts { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; } .fact { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; }
 .fact b { display: block; font-size: 17px; } .fact span { color: #666; font-size: 12px; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 16px; }
-figure { margin: 0; border: 1px solid #eee; border-radius: 6px; padding: 8px; overflow-x: auto; } figcaption { font-weight: 600; margin-bottom: 4px; } figcaption a { font-weight: 400; font-size: 12px; margin-left: 8px; color: #06c; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 16px; }
+figure { margin: 0; border: 1px solid #eee; border-radius: 6px; padding: 8px; overflow-x: auto; } figcaption { font-weight: 600; margin-bottom: 4px; } figcaption a { font-weight: 400; font-size: 12px; margin-left: 8px; color: #06c; } figcaption small { display: block; font-weight: 400; color: #666; }
 table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; } caption { text-align: left; color: #666; padding-bottom: 4px; }
 th, td { border-bottom: 1px solid #e5e5e5; padding: 4px 10px; text-align: left; } td.num { text-align: right; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th::after { content: ' \\2195'; color: #bbb; }
@@ -114,7 +115,7 @@ const inlineJson = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
 /** One self-contained HTML page: Vega's runtime, the compiled specs and their data are all inline. */
 export function renderPage(page: Page): string {
   const figures = page.charts
-    .map((c, i) => `<figure><figcaption>${esc(c.title)}<a href="${esc(c.svg)}">SVG</a></figcaption><div class="chart" id="chart-${i}"></div></figure>`)
+    .map((c, i) => `<figure><figcaption>${esc(c.title)}<a href="${esc(c.svg)}">SVG</a>${c.caption ? `<small>${esc(c.caption)}</small>` : ''}</figcaption><div class="chart" id="chart-${i}"></div></figure>`)
     .join('\n');
   return `<!doctype html>
 <html lang="en">

@@ -252,7 +252,7 @@ export async function writeReport(input: string, opts: WriteReportOptions = {}):
     facts: report.facts,
     notes: report.notes,
     sections: report.sections,
-    charts: compiled.map((c) => ({ title: c.chart.title, spec: c.spec, svg: path.basename(c.svg) })),
+    charts: compiled.map((c) => ({ title: c.chart.title, ...(c.chart.caption ? { caption: c.chart.caption } : {}), spec: c.spec, svg: path.basename(c.svg) })),
   };
   await writeFileAtomic(html, renderPage(page));
   return { kind: report.kind, html, svgs: compiled.map((c) => c.svg) };
