@@ -1,8 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { MaskSet, bindMasks, loadBert, saveBert, saveMasks, tf, type Batch, type BertModel } from '@topiary/core';
 import { testBackend } from '../../core/src/test-support/backend.js';
+import { writeRunFixture, writeSweepFixture } from '../../report/src/test-support/fixtures.js';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +54,30 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('data.dev');
     expect(r.stderr).toContain('targetSparsity');
+  });
+
+  it('report: the page and SVGs of a run folder (--json says which), exit 2 on a file it did not write or a bad sweep.json', () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'topiary-cli-')), 'run');
+    writeRunFixture(dir, tinyModel);
+    const r = topiary('--json', 'report', dir);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { kind: string; html: string; svgs: string[] };
+    expect(out.kind).toBe('run');
+    expect(out.html).toBe(path.join(dir, 'report.html'));
+    for (const f of [out.html, ...out.svgs]) expect(existsSync(f), f).toBe(true);
+    const mine = path.join(dir, 'notes.html');
+    writeFileSync(mine, 'mine');
+    const refused = topiary('report', dir, '--out', mine);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${mine}: exists and was not written by topiary report`);
+    expect(readFileSync(mine, 'utf8')).toBe('mine');
+    const sweepDir = path.join(path.dirname(dir), 'sweep');
+    const sweep = writeSweepFixture(sweepDir) as any;
+    sweep.runs[0].status = 'done';
+    writeFileSync(path.join(sweepDir, 'sweep.json'), JSON.stringify(sweep));
+    const bad = topiary('report', sweepDir);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`${path.join(sweepDir, 'sweep.json')}: field 'runs[0].status'`);
   });
 
   it('exits 2 naming the config file and the field of a bad component id or option, before any model loads', () => {

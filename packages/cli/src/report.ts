@@ -11,7 +11,10 @@ export function registerReport(program: Command, globals: () => { json: boolean 
     .option('--force', 'replace files of those names that topiary report did not write', false)
     .action(async (input: string, o: { out?: string; force: boolean }) => {
       const r = await writeReport(input, { ...(o.out ? { out: o.out } : {}), force: o.force });
-      const rel = (p: string) => path.relative(process.cwd(), p) || '.';
+      const rel = (p: string) => {
+        const r = path.relative(process.cwd(), p);
+        return r && !r.startsWith('..') ? r : p;
+      };
       process.stdout.write(globals().json ? `${JSON.stringify(r)}\n` : `wrote ${rel(r.html)} (${r.kind}) and ${r.svgs.length} SVG file(s): ${r.svgs.map((s) => path.basename(s)).join(', ')}\n`);
     });
 }

@@ -16,20 +16,34 @@ const HEIGHT = 260;
 const base = { $schema: 'https://vega.github.io/schema/vega-lite/v6.json', width: WIDTH, height: HEIGHT, config: { font: 'system-ui, sans-serif', view: { stroke: '#ddd' } } } as const;
 const pct = { format: '.1%' } as const;
 
+/** Each loss term per step (faint), and its moving mean over about a fiftieth of the run (solid). */
 export function lossChart(curves: RunCurves): Chart {
+  const steps = new Set(curves.loss.map((p) => p.step)).size;
+  const window = Math.max(1, Math.round(steps / 50));
+  const x = { field: 'step', type: 'quantitative', title: 'step' } as const;
+  const color = { field: 'term', type: 'nominal', title: 'term' } as const;
   return {
     name: 'loss',
     title: 'Training loss per step',
+    ...(window > 1 ? { caption: `faint: every step; solid: the mean of the last ${window} steps` } : {}),
     spec: {
       ...base,
       data: { values: curves.loss },
-      mark: { type: 'line', strokeWidth: 1.2, interpolate: 'linear' },
-      encoding: {
-        x: { field: 'step', type: 'quantitative', title: 'step' },
-        y: { field: 'value', type: 'quantitative', title: 'loss' },
-        color: { field: 'term', type: 'nominal', title: 'term' },
-        tooltip: [{ field: 'step' }, { field: 'term' }, { field: 'value', format: '.4f' }, { field: 'phase' }],
-      },
+      layer: [
+        {
+          mark: { type: 'line', strokeWidth: 1, opacity: window > 1 ? 0.25 : 1 },
+          encoding: { x, y: { field: 'value', type: 'quantitative', title: 'loss' }, color, tooltip: [{ field: 'step' }, { field: 'term' }, { field: 'value', format: '.4f' }, { field: 'phase' }] },
+        },
+        ...(window > 1
+          ? [
+              {
+                transform: [{ window: [{ op: 'mean', field: 'value', as: 'mean' }], frame: [-(window - 1), 0], groupby: ['term'], sort: [{ field: 'step' }] }],
+                mark: { type: 'line', strokeWidth: 1.8 },
+                encoding: { x, y: { field: 'mean', type: 'quantitative' }, color },
+              },
+            ]
+          : []),
+      ],
     } as TopLevelSpec,
   };
 }
@@ -43,6 +57,8 @@ export function accuracyChart(curves: RunCurves, teacherAccuracy: number | null)
   return {
     name: 'accuracy',
     title: 'Dev accuracy during the run',
+    // Pruners may evaluate on a sample of the dev split during the run (`levelEvalExamples`).
+    caption: `points: the run's evaluations (a pruner may use part of the dev split)${rules.length > 0 ? '; dashed: on the whole dev split' : ''}`,
     spec: {
       ...base,
       layer: [
