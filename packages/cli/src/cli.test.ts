@@ -80,6 +80,28 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(bad.stderr).toContain(`${path.join(sweepDir, 'sweep.json')}: field 'runs[0].status'`);
   });
 
+  it('run: a failure after the run started ends its events.ndjson with the run-failed event --json prints', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    // A criterion that throws once the run is under way.
+    const plugin = path.join(dir, 'failing-plugin.mjs');
+    writeFileSync(
+      plugin,
+      `export default () => ({ name: 'failing', version: '1.0.0', register(c) { c.register(Symbol.for('topiary.criterion'), { useValue: { kind: 'criterion', id: 'fails', description: 'throws', create: () => ({ id: 'fails', kinds: ['head', 'neuron'], async score() { throw new Error('fixture criterion failed'); } }) } }); } });\n`,
+    );
+    const ex = path.join(root, 'examples');
+    const cfg = path.join(dir, 'run.json');
+    const out = path.join(dir, 'out');
+    writeFileSync(cfg, JSON.stringify({ method: 'structured', model: tinyModel, data: { train: path.join(ex, 'data/train-10k.jsonl'), dev: path.join(ex, 'data/dev.jsonl'), labels: path.join(ex, 'data/labels.json'), trainLimit: 32, devLimit: 32 }, targetSparsity: 0.5, criterion: 'fails', training: { batchSize: 16, maxSteps: 2, maxLength: 16 }, out }));
+    const r = topiary('--json', '--plugin', plugin, 'run', cfg);
+    expect(r.code, r.stderr).toBe(3);
+    const printed = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const logged = readFileSync(path.join(out, 'events.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(logged[0].type).toBe('run-started');
+    expect(logged.at(-1)).toEqual(printed.at(-1));
+    expect(logged.at(-1)).toMatchObject({ type: 'run-failed', error: { kind: 'failure', exitCode: 3 } });
+    expect(logged.at(-1).error.message).toContain('fixture criterion failed');
+  });
+
   it('exits 2 naming the config file and the field of a bad component id or option, before any model loads', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
     const cfg = path.join(dir, 'bad-options.yaml');

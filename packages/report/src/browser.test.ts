@@ -25,7 +25,7 @@ interface Opened {
 describe.runIf(executablePath)('the report in headless Chromium', () => {
   let browser: Browser;
   beforeAll(async () => {
-    browser = await chromium.launch({ executablePath: executablePath!, args: ['--no-sandbox'] });
+    browser = await chromium.launch({ executablePath: executablePath!, args: ['--no-sandbox'], timeout: 60_000 });
   });
   afterAll(async () => {
     await browser?.close();
