@@ -1,8 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { MaskSet, bindMasks, loadBert, saveBert, saveMasks, tf, type Batch, type BertModel } from '@topiary/core';
 import { testBackend } from '../../core/src/test-support/backend.js';
+import { writeRunFixture, writeSweepFixture } from '../../report/src/test-support/fixtures.js';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +54,52 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('data.dev');
     expect(r.stderr).toContain('targetSparsity');
+  });
+
+  it('report: the page and SVGs of a run folder (--json says which), exit 2 on a file it did not write or a bad sweep.json', () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'topiary-cli-')), 'run');
+    writeRunFixture(dir, tinyModel);
+    const r = topiary('--json', 'report', dir);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { kind: string; html: string; svgs: string[] };
+    expect(out.kind).toBe('run');
+    expect(out.html).toBe(path.join(dir, 'report.html'));
+    for (const f of [out.html, ...out.svgs]) expect(existsSync(f), f).toBe(true);
+    const mine = path.join(dir, 'notes.html');
+    writeFileSync(mine, 'mine');
+    const refused = topiary('report', dir, '--out', mine);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${mine}: exists and was not written by topiary report`);
+    expect(readFileSync(mine, 'utf8')).toBe('mine');
+    const sweepDir = path.join(path.dirname(dir), 'sweep');
+    const sweep = writeSweepFixture(sweepDir) as any;
+    sweep.runs[0].status = 'done';
+    writeFileSync(path.join(sweepDir, 'sweep.json'), JSON.stringify(sweep));
+    const bad = topiary('report', sweepDir);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`${path.join(sweepDir, 'sweep.json')}: field 'runs[0].status'`);
+  });
+
+  it('run: a failure after the run started ends its events.ndjson with the run-failed event --json prints', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-cli-'));
+    // A criterion that throws once the run is under way.
+    const plugin = path.join(dir, 'failing-plugin.mjs');
+    writeFileSync(
+      plugin,
+      `export default () => ({ name: 'failing', version: '1.0.0', register(c) { c.register(Symbol.for('topiary.criterion'), { useValue: { kind: 'criterion', id: 'fails', description: 'throws', create: () => ({ id: 'fails', kinds: ['head', 'neuron'], async score() { throw new Error('fixture criterion failed'); } }) } }); } });\n`,
+    );
+    const ex = path.join(root, 'examples');
+    const cfg = path.join(dir, 'run.json');
+    const out = path.join(dir, 'out');
+    writeFileSync(cfg, JSON.stringify({ method: 'structured', model: tinyModel, data: { train: path.join(ex, 'data/train-10k.jsonl'), dev: path.join(ex, 'data/dev.jsonl'), labels: path.join(ex, 'data/labels.json'), trainLimit: 32, devLimit: 32 }, targetSparsity: 0.5, criterion: 'fails', training: { batchSize: 16, maxSteps: 2, maxLength: 16 }, out }));
+    const r = topiary('--json', '--plugin', plugin, 'run', cfg);
+    expect(r.code, r.stderr).toBe(3);
+    const printed = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const logged = readFileSync(path.join(out, 'events.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(logged[0].type).toBe('run-started');
+    expect(logged.at(-1)).toEqual(printed.at(-1));
+    expect(logged.at(-1)).toMatchObject({ type: 'run-failed', error: { kind: 'failure', exitCode: 3 } });
+    expect(logged.at(-1).error.message).toContain('fixture criterion failed');
   });
 
   it('exits 2 naming the config file and the field of a bad component id or option, before any model loads', () => {

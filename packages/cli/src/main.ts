@@ -8,6 +8,7 @@ import {
   ConfigError,
   DataError,
   DEFAULT_TRAINING,
+  EVENTS_FILE,
   PluginError,
   SafetensorsError,
   assertTokenizerFits,
@@ -24,10 +25,12 @@ import {
   readConfig,
   runFinetune,
   nativeGemm,
+  openEventLog,
   runPruning,
   structureFromWeightMasks,
   useBackend,
   type BackendName,
+  type EventLog,
   type RunEvent,
   type RunFailure,
 } from '@topiary/core';
@@ -36,6 +39,7 @@ import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 import { EXPORT_FORMATS, QUANTIZE_MODES, cardFromReport, exportAfterRun, writeModel, type ExportFormat, type QuantizeMode } from './formats.js';
 import { registerPredict } from './predict.js';
+import { registerReport } from './report.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
 /** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
@@ -88,11 +92,12 @@ function resumeCommand(): string {
 }
 
 /**
- * Drives a run's Observable to completion, printing its events. SIGINT or SIGTERM aborts it: the run
- * stops at the next step boundary, saves a checkpoint and reports where (a `run-interrupted` event),
- * and the process exits 130 (143 for SIGTERM); a second signal exits at once.
+ * Drives a run's Observable to completion, printing its events (and writing them to `log`, failure
+ * included). SIGINT or SIGTERM aborts it: the run stops at the next step boundary, saves a checkpoint
+ * and reports where (a `run-interrupted` event), and the process exits 130 (143 for SIGTERM); a
+ * second signal exits at once.
  */
-async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json: boolean): Promise<RunEvent | undefined> {
+async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json: boolean, log?: EventLog): Promise<RunEvent | undefined> {
   const r = renderer(json);
   let completed: RunEvent | undefined;
   let interrupted = false;
@@ -101,6 +106,7 @@ async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json:
     if (controller.signal.aborted) {
       r.log(`${signal} again: exiting now (the last checkpoint stays intact)`);
       r.close();
+      log?.close();
       process.exit(SIGNAL_EXIT[signal]);
     }
     r.log(`${signal}: stopping at the next step boundary to save a checkpoint (send it again to exit at once)`);
@@ -114,19 +120,25 @@ async function drive(start: (signal: AbortSignal) => Observable<RunEvent>, json:
     await lastValueFrom(
       start(controller.signal).pipe(
         tap((e) => {
-          if (e.type === 'run-interrupted') {
-            interrupted = true;
-            r.event(e.checkpoint ? { ...e, resume: resumeCommand() } : e);
-          } else r.event(e);
+          const shown = e.type === 'run-interrupted' && e.checkpoint ? { ...e, resume: resumeCommand() } : e;
+          if (e.type === 'run-interrupted') interrupted = true;
+          // The log first: whatever a reader of stdout has seen is on disk too.
+          log?.write(shown);
+          r.event(shown);
           if (e.type === 'run-completed') completed = e;
         }),
       ),
       { defaultValue: undefined },
     );
+  } catch (err) {
+    // Only into a log the run had started: a run refused before it began writes nothing there.
+    if (log?.opened) log.write({ type: 'run-failed', error: failureOf(err) });
+    throw err;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
     r.close();
+    log?.close();
   }
   if (interrupted || (controller.signal.aborted && !completed)) {
     const reason = controller.signal.reason as keyof typeof SIGNAL_EXIT;
@@ -327,7 +339,9 @@ export function buildProgram(): Command {
       // Pruner, criterion, scheduler and loss ids and their options, before any model loads.
       assertValidRunConfig(file, spec, registry);
       await backend();
-      const done = await drive((signal) => runPruning(spec, registry, signal, { resume: Boolean(o.resume) }), globals().json);
+      // Every event also goes to <out>/events.ndjson (what `topiary report` plots); a resumed run appends.
+      const log = openEventLog(path.join(spec.out, EVENTS_FILE), { append: Boolean(o.resume) });
+      const done = await drive((signal) => runPruning(spec, registry, signal, { resume: Boolean(o.resume) }), globals().json, log);
       if (done?.type !== 'run-completed') return;
       const r = done.metrics as { accuracy: number; teacherAccuracy: number | null; encoderSparsity: number };
       if (!globals().json) {
@@ -346,6 +360,7 @@ export function buildProgram(): Command {
     });
 
   registerPredict(program, globals, backend);
+  registerReport(program, globals);
 
   return program;
 }
@@ -361,13 +376,19 @@ export async function main(argv: string[]): Promise<void> {
       if (err.exitCode !== 0) failed(program, argv, { name: 'UsageError', message: err.message, kind: 'usage', exitCode: EXIT.usage });
       return;
     }
-    const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof PluginError || err instanceof SafetensorsError;
-    process.stderr.write(`topiary: ${(err as Error).message ?? String(err)}\n`);
-    if (!usage && process.env['TOPIARY_DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = usage ? EXIT.usage : EXIT.failure;
-    const name = err instanceof Error ? err.name : typeof err;
-    failed(program, argv, { name, message: (err as Error).message ?? String(err), kind: usage ? 'usage' : 'failure', exitCode: process.exitCode });
+    const failure = failureOf(err);
+    process.stderr.write(`topiary: ${failure.message}\n`);
+    if (failure.kind !== 'usage' && process.env['TOPIARY_DEBUG']) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = failure.exitCode;
+    failed(program, argv, failure);
   }
+}
+
+/** An error as a `run-failed` event's payload: usage/config errors exit 2, anything else 3. */
+function failureOf(err: unknown): RunFailure {
+  const usage = err instanceof UsageError || err instanceof ConfigError || err instanceof DataError || err instanceof PluginError || err instanceof SafetensorsError;
+  const name = err instanceof Error ? err.name : typeof err;
+  return { name, message: (err as Error).message ?? String(err), kind: usage ? 'usage' : 'failure', exitCode: usage ? EXIT.usage : EXIT.failure };
 }
 
 /** With --json, a failure is also the last NDJSON event on stdout, so a program driving the CLI sees why. */

@@ -5,6 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EVENTS_FILE, readEventLog } from '@topiary/core';
+import { runCurves } from '@topiary/report';
 
 // Interruption and resume through the built CLI, as a user runs it: a run killed with SIGKILL after a
 // checkpoint and resumed with --resume must end with the uninterrupted run's report.
@@ -137,6 +139,15 @@ describe.runIf(existsSync(bin))('interrupt and resume (CLI)', () => {
       for (const f of ['checkpoint/model/model.safetensors', 'checkpoint/masks.safetensors', 'model/model.safetensors']) {
         expect(digest(path.join(killed, f)), f).toBe(digest(path.join(full, f)));
       }
+      // events.ndjson holds what --json printed; the resumed run appended to the killed one's (which may
+      // have logged a few events its parent had not read yet), and the report's curves of the two are
+      // the uninterrupted run's: the steps redone after the checkpoint replace the killed run's.
+      const fullLog = await readEventLog(path.join(full, EVENTS_FILE));
+      expect(fullLog).toEqual(a.events);
+      const killedLog = await readEventLog(path.join(killed, EVENTS_FILE));
+      expect(killedLog.slice(0, b.events.length)).toEqual(b.events);
+      expect(killedLog.slice(-r.events.length)).toEqual(r.events);
+      expect(runCurves(killedLog)).toEqual(runCurves(fullLog));
     });
   }
 

@@ -28,6 +28,8 @@ export { loadTokenizer, WordPieceTokenizer } from './io/tokenizer.js';
 export type { Encoded, TextTokenizer } from './io/tokenizer.js';
 export { writeDirAtomic, writeFileAtomic } from './io/atomic.js';
 export type { WriteDirOptions } from './io/atomic.js';
+export { EVENTS_FILE, openEventLog, parseEventLog, readEventLog } from './io/event-log.js';
+export type { EventLog, EventLogOptions } from './io/event-log.js';
 export { MARKER_FILE, OutputError, foreignEntries, outputMarker, prepareOutput, pseudoFilesystem, readMarker, realPath, removeStaleTemps } from './io/outputs.js';
 export type { OutputMarker, PrepareOutputOptions } from './io/outputs.js';
 export { assertCheckpointFolder, assertFinite, assertTokenizerFits, checkpointLabels, defaultLabels, headLabels, readJsonFile } from './io/checks.js';
