@@ -91,8 +91,8 @@ export function allocateRanks(layers: RankCandidate[], budget: number): Record<s
  * `W ~ U V` with `U` `[rows, r]` and `V` `[r, cols]`, each carrying sqrt of the singular values. The
  * right singular vectors come from ml-matrix's SVD of the small Gram matrix `W^T W` `[cols, cols]`
  * (float64), `U = W Q_r S_r^-1/2`: so `U V = W Q_r Q_r^T`, the projection on the top-r right singular
- * subspace, which is the best rank-r approximation (Eckart-Young). A direct SVD of bert-mini's
- * 30522 x 256 table took two minutes here; this takes seconds.
+ * subspace, which is the best rank-r approximation (Eckart-Young). A direct SVD of a 30522 x 256
+ * table took two minutes here; this takes seconds.
  */
 export function tallFactors(w: ArrayLike<number>, rows: number, cols: number, rank: number): { u: Float32Array; v: Float32Array; s: number[] } {
   const gram = new Float64Array(cols * cols);
