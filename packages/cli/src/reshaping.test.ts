@@ -15,6 +15,15 @@ describe.runIf(existsSync(bin))('pruners that reshape the model, through topiary
   it.each([
     ['layer-drop', { strategy: 'top', drop: 1 }, (cfg: any) => expect(cfg['num_hidden_layers']).toBe(1)],
     ['svd', { rank: 8 }, (cfg: any) => expect(Object.values(cfg['topiary_low_rank'])).toContain(8)],
+    ['embedding-svd', { rank: 16 }, (cfg: any) => expect(cfg['topiary_embedding_rank']).toBe(16)],
+    // A chain reports each stage against its input; the run's encoder sparsity is the last stage's, not 0.
+    ['chain', { stages: [{ method: 'embedding-svd', options: { rank: 16 } }, { method: 'svd', options: { rank: 8 } }] }, (cfg: any, report: any) => {
+      expect(cfg['topiary_embedding_rank']).toBe(16);
+      expect(report.stages.map((s: any) => s.method)).toEqual(['input', 'embedding-svd', 'svd']);
+      expect(report.stages[1].encoderSparsity).toBe(0);
+      expect(report.stages[2].encoderSparsity).toBeGreaterThan(0);
+      expect(report.encoderSparsity).toBeCloseTo(report.stages[2].encoderSparsity, 10);
+    }],
   ] as const)('%s', (method, options, check) => {
     const work = mkdtempSync(path.join(tmpdir(), 'topiary-reshape-'));
     try {
@@ -23,8 +32,9 @@ describe.runIf(existsSync(bin))('pruners that reshape the model, through topiary
       writeFileSync(file, JSON.stringify({ method, model: tiny, data, options, out: path.join(work, 'out') }));
       const r = spawnSync(process.execPath, [bin, 'run', file], { cwd: root, encoding: 'utf8', timeout: 120_000 });
       expect(r.status, r.stderr).toBe(0);
-      check(JSON.parse(readFileSync(path.join(work, 'out/model/config.json'), 'utf8')));
-      expect(JSON.parse(readFileSync(path.join(work, 'out/report.json'), 'utf8')).method).toBe(method);
+      const report = JSON.parse(readFileSync(path.join(work, 'out/report.json'), 'utf8'));
+      check(JSON.parse(readFileSync(path.join(work, 'out/model/config.json'), 'utf8')), report);
+      expect(report.method).toBe(method);
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

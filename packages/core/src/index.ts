@@ -15,8 +15,8 @@ export { BERT_ARCHITECTURE, ConfigError, parseBertConfig, parseEncoderConfig, se
 export type { BertConfig, EncoderArchitecture } from './model/config.js';
 export { BUILTIN_FAMILIES, albertFamily, architectureName, bertFamily, canonicalParams, distilbertFamily, electraFamily, exportByRenaming, familyFor, importByRenaming, renameFields, robertaFamily, xlmRobertaFamily } from './model/families/index.js';
 export type { LayerPart, ModelFamily, RenamingSpec } from './model/families/index.js';
-export { BertModel, EMBEDDINGS_PROJECT, clsOf, encoderLinearNames, isLinearWeight, layerParamNames, lowRankOf } from './model/bert.js';
-export { encoderFlops } from './model/cost.js';
+export { BertModel, EMBEDDINGS_PROJECT, WORD_EMBEDDINGS, clsOf, encoderLinearNames, isLinearWeight, layerParamNames, lowRankOf } from './model/bert.js';
+export { encoderFlops, paramCount, wordEmbeddingParams } from './model/cost.js';
 export type { Batch, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from './model/bert.js';
 export { Rng, expectShape, gelu, geluNew, layerNorm, linear } from './model/ops.js';
 

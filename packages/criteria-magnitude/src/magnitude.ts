@@ -75,8 +75,9 @@ export class MagnitudeCriterion implements ImportanceCriterion {
           // Factorized embeddings (ELECTRA, ALBERT): the projection writes the hidden dimensions.
           accumulate(acc, read(model, `${EMBEDDINGS_PROJECT}.weight`), 'col', 1, this.p);
         } else {
-          for (const e of ['word_embeddings', 'position_embeddings', 'token_type_embeddings']) {
-            const name = `bert.embeddings.${e}.weight`;
+          // Factorized word embeddings (config.embeddingRank): V [r, H] holds the hidden columns.
+          for (const e of ['word_embeddings', 'word_embeddings.weight_v', 'position_embeddings', 'token_type_embeddings']) {
+            const name = e.endsWith('weight_v') ? `bert.embeddings.${e}` : `bert.embeddings.${e}.weight`;
             if (model.params.has(name)) accumulate(acc, read(model, name), 'col', 1, this.p);
           }
         }

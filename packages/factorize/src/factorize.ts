@@ -8,7 +8,11 @@ import {
   crossEntropy,
   encoderFlops,
   layerParamNames,
+  paramCount,
   resolveParts,
+  sparsityOf,
+  wordEmbeddingParams,
+  WORD_EMBEDDINGS,
   tf,
   trainLoop,
   type PruneContext,
@@ -16,7 +20,7 @@ import {
   type Pruner,
   type Tensor,
 } from '@topiary/core';
-import { allocateRanks, lowRankFactors, maxUsefulRank, svd, type RankCandidate } from './svd.js';
+import { allocateRanks, lowRankFactors, maxUsefulRank, svd, tallFactors, type RankCandidate } from './svd.js';
 
 /** Linear layers of an encoder layer that can be factorized (`layerParamNames` parts). */
 export const TARGETS = ['query', 'key', 'value', 'attnOut', 'inter', 'out'] as const;
@@ -113,7 +117,6 @@ export function withLowRank(model: BertModel, factors: Map<string, { v: Float32A
   }
 }
 
-const paramCount = (m: BertModel) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
 
 /**
  * `svd` / `fisher-svd`: truncated (Fisher-weighted) SVD of the chosen dense linear layers to one rank
@@ -162,10 +165,7 @@ export class SvdPruner implements Pruner {
     }
     const small = withLowRank(model, factors);
     control.emit({ type: 'log', message: `${this.id}: ${names.length} layers factorized, parameters ${paramCount(model)} -> ${paramCount(small)}` });
-    if (o.fineTune) {
-      const { losses } = resolveParts({ ...ctx, options: { ...(o.losses ? { losses: o.losses } : {}) } }, { losses: ctx.teacher ? [{ id: 'kd' }] : [{ id: 'ce' }] });
-      await trainLoop({ model: small, train: ctx.train, dev: ctx.dev, ...(ctx.teacher ? { teacher: ctx.teacher } : {}), losses, training: ctx.training, seed: ctx.seed, control, evalEvery: budgetSteps(ctx.training, ctx.train.size) });
-    }
+    if (o.fineTune) await fineTune(ctx, small, o.losses);
     const seqLen = 128;
     return {
       model: small,
@@ -175,6 +175,86 @@ export class SvdPruner implements Pruner {
         denseParams: paramCount(model),
         factorizedParams: paramCount(small),
         flopsPerSequence128: { before: encoderFlops(c, seqLen), after: encoderFlops(small.config, seqLen) },
+      },
+    };
+  }
+}
+
+/** The short fine-tune after a factorization: the run's training budget, KD from the teacher when there is one (else CE), or the given `losses`. */
+async function fineTune(ctx: PruneContext, model: BertModel, losses: unknown): Promise<void> {
+  const parts = resolveParts({ ...ctx, options: { ...(losses ? { losses } : {}) } }, { losses: ctx.teacher ? [{ id: 'kd' }] : [{ id: 'ce' }] });
+  await trainLoop({ model, train: ctx.train, dev: ctx.dev, ...(ctx.teacher ? { teacher: ctx.teacher } : {}), losses: parts.losses, training: ctx.training, seed: ctx.seed, control: ctx.control, evalEvery: budgetSteps(ctx.training, ctx.train.size) });
+}
+
+export interface EmbeddingSvdOptions {
+  /** Rank E of the factorized word embeddings: `[vocab, E]` times `[E, hidden]`. */
+  rank: number;
+  /** Fine-tune after factorizing (the run's training budget, KD on the teacher when there is one). Default false. */
+  fineTune?: boolean;
+  losses?: unknown;
+}
+
+const EMBEDDING_KNOWN = new Set(['rank', 'fineTune', 'losses', 'targetSparsity']);
+
+/**
+ * A copy of `model` whose word embedding table is factorized (`config.embeddingRank`): `weight_u`
+ * `[vocab, r]` and `weight_v` `[r, embeddingSize]` instead of `weight`.
+ */
+export function withFactorizedEmbeddings(model: BertModel, u: Float32Array, v: Float32Array, rank: number): BertModel {
+  const c = model.config;
+  const config = { ...structuredClone(c), embeddingRank: rank };
+  const params = new Map<string, Tensor>();
+  for (const [n, p] of model.params) if (n !== `${WORD_EMBEDDINGS}.weight`) params.set(n, tf.clone(p));
+  params.set(`${WORD_EMBEDDINGS}.weight_u`, tf.tensor2d(u, [c.vocabSize, rank]));
+  params.set(`${WORD_EMBEDDINGS}.weight_v`, tf.tensor2d(v, [rank, c.embeddingSize]));
+  try {
+    const m = new BertModel(config, params);
+    m.family = model.family;
+    return m;
+  } finally {
+    for (const t of params.values()) t.dispose();
+  }
+}
+
+/**
+ * `embedding-svd`: ALBERT's factorized embeddings applied after training. The `vocab x E` word
+ * embedding table becomes `U` `[vocab, rank]` times `V` `[rank, E]` from its truncated SVD (position
+ * and token-type tables unchanged), then optionally a short fine-tune.
+ */
+export class EmbeddingSvdPruner implements Pruner {
+  readonly id = 'embedding-svd';
+  constructor(private readonly defaults: Partial<EmbeddingSvdOptions> = {}) {}
+
+  async run(ctx: PruneContext): Promise<PruneResult> {
+    const o = { ...this.defaults, ...ctx.options } as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (!EMBEDDING_KNOWN.has(k)) throw new Error(`embedding-svd: unknown option '${k}' (expected one of ${[...EMBEDDING_KNOWN].join(', ')})`);
+    const { model, control } = ctx;
+    const c = model.config;
+    const rank = o['rank'];
+    if (!(Number.isInteger(rank) && (rank as number) > 0)) throw new Error(`embedding-svd: option 'rank' must be a positive integer, got ${JSON.stringify(rank)}`);
+    if (o['fineTune'] !== undefined && typeof o['fineTune'] !== 'boolean') throw new Error(`embedding-svd: option 'fineTune' must be true or false, got ${JSON.stringify(o['fineTune'])}`);
+    if (c.embeddingRank !== undefined) throw new Error(`embedding-svd: the word embeddings are already factorized (topiary_embedding_rank ${c.embeddingRank})`);
+    const E = c.embeddingSize;
+    const r = rank as number;
+    if (r > Math.min(c.vocabSize, E)) throw new Error(`embedding-svd: option 'rank' is ${r}, expected at most ${Math.min(c.vocabSize, E)} (the embedding size)`);
+    const table = model.param(`${WORD_EMBEDDINGS}.weight`).dataSync() as Float32Array;
+    const f = tallFactors(table, c.vocabSize, E, r);
+    const small = withFactorizedEmbeddings(model, f.u, f.v, r);
+    const total = f.s.reduce((a, x) => a + x * x, 0) || 1;
+    const kept = f.s.slice(0, r).reduce((a, x) => a + x * x, 0);
+    const before = wordEmbeddingParams(c);
+    const after = wordEmbeddingParams(small.config);
+    control.emit({ type: 'log', message: `embedding-svd: word embeddings rank ${r}, ${before} -> ${after} parameters${after >= before ? ' (no saving at this rank)' : ''}, ${(100 * kept / total).toFixed(2)}% of the spectral energy kept` });
+    if (o['fineTune']) await fineTune(ctx, small, o['losses']);
+    return {
+      model: small,
+      masks: bindMasks(MaskSet.ones(small), small),
+      report: {
+        embeddingRank: r,
+        wordEmbeddingParams: { before, after },
+        retainedEnergy: kept / total,
+        denseParams: paramCount(model),
+        factorizedParams: paramCount(small),
       },
     };
   }
@@ -208,7 +288,15 @@ export class ChainPruner implements Pruner {
       throw new Error(`chain: option 'stages' must be a non-empty list of {method, options}, got ${JSON.stringify(stages)}`);
     }
     let model = ctx.model;
-    const report: Record<string, unknown>[] = [];
+    // Encoder sparsity of every stage against the chain's input model (the engine's own figure is
+    // against the final, compacted model, where nothing is masked).
+    const encoderParams = sparsityOf(ctx.model, MaskSet.ones(ctx.model)).encoderParams;
+    const measure = (m: BertModel) => {
+      const remaining = sparsityOf(m, MaskSet.ones(m)).remainingEncoderParams;
+      return { params: paramCount(m), encoderParams: remaining, encoderSparsity: encoderParams === 0 ? 0 : 1 - remaining / encoderParams, flopsPerSequence128: encoderFlops(m.config, 128), accuracy: evaluate(m, ctx.dev, { batchSize: 128 }).accuracy };
+    };
+    const input = { stage: -1, method: 'input', ...measure(model) };
+    const report: Record<string, unknown>[] = [input];
     for (const [i, stage] of stages.entries()) {
       const pruner = ctx.resolve.pruner(stage.method, {});
       const masks = bindMasks(MaskSet.ones(model), model);
@@ -217,11 +305,11 @@ export class ChainPruner implements Pruner {
       if (result.model !== model && result.model !== ctx.model) result.model.dispose();
       if (model !== ctx.model) model.dispose();
       model = next;
-      const accuracy = evaluate(model, ctx.dev, { batchSize: 128 }).accuracy;
-      const entry = { stage: i, method: stage.method, params: paramCount(model), flopsPerSequence128: encoderFlops(model.config, 128), accuracy };
-      ctx.control.emit({ type: 'log', message: `chain stage ${i} (${stage.method}): ${entry.params} parameters, dev accuracy ${(100 * accuracy).toFixed(2)}%` });
+      const entry = { stage: i, method: stage.method, ...measure(model) };
+      ctx.control.emit({ type: 'log', message: `chain stage ${i} (${stage.method}): ${entry.params} parameters, encoder sparsity ${(100 * entry.encoderSparsity).toFixed(2)}%, dev accuracy ${(100 * entry.accuracy).toFixed(2)}%` });
       report.push(entry);
     }
-    return { model, masks: bindMasks(MaskSet.ones(model), model), report: { stages: report } };
+    const last = report[report.length - 1]!;
+    return { model, masks: bindMasks(MaskSet.ones(model), model), report: { stages: report, chainEncoderSparsity: last['encoderSparsity'], chainEncoderParams: { before: encoderParams, after: last['encoderParams'] } } };
   }
 }

@@ -19,3 +19,10 @@ export const CHAIN_OPTIONS = z.strictObject({
   stages: z.array(z.object({ method: z.string().min(1), options: z.record(z.string(), z.unknown()).optional() }).strict()).min(1).describe('stages in order: [{method, options}], each on the previous stage\'s compacted model'),
   targetSparsity: fractionOption().optional().describe('the run\'s targetSparsity (passed to each stage)'),
 });
+
+export const EMBEDDING_SVD_OPTIONS = z.strictObject({
+  rank: z.number().int().positive().describe('rank E of the factorized word embeddings: [vocab, E] times [E, hidden]'),
+  fineTune: z.boolean().default(false).describe('fine-tune after factorizing (the run\'s training budget, KD when there is a teacher)'),
+  losses: z.array(componentRef).optional().describe('loss terms of the fine-tune'),
+  targetSparsity: fractionOption().optional().describe('the run\'s targetSparsity (unused)'),
+});

@@ -73,7 +73,7 @@ export function embeddings(model: BertModel, batch: Batch): Tensor {
   const [B, T] = [batch.batchSize, batch.seqLen];
   return tf.tidy(() => {
     const { inputIds, tokenTypeIds } = BertModel.toTensors(batch);
-    const words = tf.gather(model.param('bert.embeddings.word_embeddings.weight'), inputIds.reshape([-1])).reshape([B, T, H]);
+    const words = model.embedWords(inputIds.reshape([-1])).reshape([B, T, H]);
     const positions = tf.slice(model.param('bert.embeddings.position_embeddings.weight'), [0, 0], [T, H]);
     const types = tf.gather(model.param('bert.embeddings.token_type_embeddings.weight'), tokenTypeIds.reshape([-1])).reshape([B, T, H]);
     return layerNorm(tf.add(tf.add(words, positions), types), model.param('bert.embeddings.LayerNorm.weight'), model.param('bert.embeddings.LayerNorm.bias'), c.layerNormEps);

@@ -270,7 +270,10 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
       const reshaped = result.model !== model;
       checkpoints.unregisterAll();
       if (!reshaped) checkpoints.finish('pruner', result.report ?? {});
-      const sparsity = result.masks.sparsity(result.model);
+      // A pruner that returns another model (svd, chain) is measured against the run's input model:
+      // its own masks are all ones, so sparsity against itself would be 0.
+      const own = result.masks.sparsity(result.model);
+      const sparsity = !reshaped ? own : againstInput(own, masks.sparsity(model), result.model, model);
       if (!reshaped) await checkpoints.save(total);
       const small = compact(result.model, result.masks);
       try {
@@ -387,4 +390,16 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
       disposeInputs(inputs);
     }
   }, signal);
+}
+
+/** Sparsity of a reshaped result (`result` with its masks, `own`) against the run's input model (`input`, `base`). */
+function againstInput(own: ReturnType<MaskSet['sparsity']>, base: ReturnType<MaskSet['sparsity']>, result: BertModel, input: BertModel): ReturnType<MaskSet['sparsity']> {
+  const total = (m: BertModel) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
+  const kept = (1 - own.totalSparsity) * total(result);
+  return {
+    ...own,
+    encoderSparsity: base.encoderParams === 0 ? 0 : 1 - own.remainingEncoderParams / base.encoderParams,
+    totalSparsity: 1 - kept / total(input),
+    encoderParams: base.encoderParams,
+  };
 }

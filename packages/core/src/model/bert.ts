@@ -88,6 +88,9 @@ export function encoderLinearNames(config: BertConfig): string[] {
 /** The linear map from the embedding size to the hidden size (ELECTRA's `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`). */
 export const EMBEDDINGS_PROJECT = `${P}embeddings_project`;
 
+/** The word embedding table's module; `.weight` `[vocab, E]`, or `.weight_u` `[vocab, r]` and `.weight_v` `[r, E]` when factorized (`config.embeddingRank`). */
+export const WORD_EMBEDDINGS = `${P}embeddings.word_embeddings`;
+
 /** True for parameters stored as `[in, out]` kernels (Hugging Face stores them `[out, in]`); low-rank factors too. */
 export function isLinearWeight(name: string, shape: readonly number[]): boolean {
   return shape.length === 2 && (name.endsWith('.weight') || name.endsWith('.weight_u') || name.endsWith('.weight_v')) && !name.includes('embeddings.');
@@ -159,7 +162,14 @@ export class BertModel {
       want(`${module}.weight_u`, [r, shape[1]]);
     };
     const E = c.embeddingSize;
-    want(`${P}embeddings.word_embeddings.weight`, [c.vocabSize, E]);
+    const er = c.embeddingRank;
+    if (er === undefined) want(`${WORD_EMBEDDINGS}.weight`, [c.vocabSize, E]);
+    else {
+      if (!Number.isInteger(er) || er < 1) throw new Error(`config: topiary_embedding_rank must be a positive integer, got ${er}`);
+      if (this.params.has(`${WORD_EMBEDDINGS}.weight`)) throw new Error(`parameter '${WORD_EMBEDDINGS}.weight': the config has topiary_embedding_rank ${er}, expected the factors '${WORD_EMBEDDINGS}.weight_u' and '.weight_v' instead`);
+      want(`${WORD_EMBEDDINGS}.weight_u`, [c.vocabSize, er]);
+      want(`${WORD_EMBEDDINGS}.weight_v`, [er, E]);
+    }
     want(`${P}embeddings.position_embeddings.weight`, [c.maxPositionEmbeddings, E]);
     if (c.arch.tokenTypes || this.params.has(`${P}embeddings.token_type_embeddings.weight`)) want(`${P}embeddings.token_type_embeddings.weight`, [c.typeVocabSize, E]);
     want(`${P}embeddings.LayerNorm.weight`, [E]);
@@ -278,7 +288,7 @@ export class BertModel {
 
     // Embeddings (in a tidy: the gathers' reshaped sources go with it).
     let x: Tensor = tf.tidy(() => {
-      const words = tf.gather(p(`${P}embeddings.word_embeddings.weight`), inputIds.reshape([-1])).reshape([B, T, E]);
+      const words = this.embedWords(inputIds.reshape([-1])).reshape([B, T, E]);
       const positionTable = p(`${P}embeddings.position_embeddings.weight`);
       const positions = positionIds
         ? tf.gather(positionTable, tf.tensor1d(positionIds, 'int32')).reshape([B, T, E])
@@ -384,6 +394,21 @@ export class BertModel {
   denseWeight(name: string): Tensor2D {
     if (lowRankOf(this.config, name) === undefined) return this.param(`${name}.weight`) as unknown as Tensor2D;
     return tf.matMul(this.param(`${name}.weight_v`) as unknown as Tensor2D, this.param(`${name}.weight_u`) as unknown as Tensor2D);
+  }
+
+  /**
+   * Word embeddings of token `ids` (1-D int32), `[N, embeddingSize]`: rows of the table, or for factorized
+   * embeddings `gather(U, ids) V` (the gather first: N r + N r E work instead of a vocab-sized product).
+   */
+  embedWords(ids: Tensor): Tensor2D {
+    if (this.config.embeddingRank === undefined) return tf.gather(this.param(`${WORD_EMBEDDINGS}.weight`), ids) as Tensor2D;
+    return tf.tidy(() => tf.matMul(tf.gather(this.param(`${WORD_EMBEDDINGS}.weight_u`), ids) as Tensor2D, this.param(`${WORD_EMBEDDINGS}.weight_v`) as unknown as Tensor2D));
+  }
+
+  /** The `[vocab, embeddingSize]` word embedding table: the parameter, or a new tensor `U V` when factorized (the caller disposes it then). */
+  denseWordEmbeddings(): Tensor2D {
+    if (this.config.embeddingRank === undefined) return this.param(`${WORD_EMBEDDINGS}.weight`) as unknown as Tensor2D;
+    return tf.matMul(this.param(`${WORD_EMBEDDINGS}.weight_u`) as unknown as Tensor2D, this.param(`${WORD_EMBEDDINGS}.weight_v`) as unknown as Tensor2D);
   }
 
   /** Parameters that `filter` accepts, for an optimizer's var list. */

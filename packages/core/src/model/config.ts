@@ -45,6 +45,12 @@ export interface BertConfig {
    * layer holds `weight_u` / `weight_v` instead of `weight` (see `BertModel`); `topiary_low_rank` in config.json.
    */
   lowRank?: Record<string, number>;
+  /**
+   * Factorized word embeddings (ALBERT's factorization, applied after training): rank E. The table is
+   * stored as `<prefix>embeddings.word_embeddings.weight_u` `[vocab, E]` and `.weight_v`
+   * `[E, embeddingSize]` instead of `.weight`; a token's embedding is `U[id] V`. `topiary_embedding_rank` in config.json.
+   */
+  embeddingRank?: number;
 }
 
 /**
@@ -168,6 +174,8 @@ export function parseEncoderConfig(raw: Record<string, unknown>, file = 'config.
       lowRank[k] = v;
     }
   }
+  const er = raw['topiary_embedding_rank'];
+  if (er !== undefined && er !== null && !isPosInt(er)) throw new ConfigError(`${file}: field 'topiary_embedding_rank' must be a positive integer rank, got ${JSON.stringify(er)}`);
   return {
     vocabSize: need(raw, 'vocab_size', file, isPosInt, 'a positive integer'),
     hiddenSize,
@@ -194,6 +202,7 @@ export function parseEncoderConfig(raw: Record<string, unknown>, file = 'config.
     padTokenId: Number.isInteger(raw['pad_token_id']) ? (raw['pad_token_id'] as number) : 0,
     arch: structuredClone(BERT_ARCHITECTURE),
     ...(lowRank && Object.keys(lowRank).length > 0 ? { lowRank } : {}),
+    ...(isPosInt(er) ? { embeddingRank: er as number } : {}),
   };
 }
 
@@ -221,6 +230,8 @@ export function serializeBertConfig(c: BertConfig): Record<string, unknown> {
   });
   if (c.lowRank && Object.keys(c.lowRank).length > 0) out['topiary_low_rank'] = { ...c.lowRank };
   else delete out['topiary_low_rank'];
+  if (c.embeddingRank !== undefined) out['topiary_embedding_rank'] = c.embeddingRank;
+  else delete out['topiary_embedding_rank'];
   if (c.attentionHeadSize * c.numAttentionHeads !== c.hiddenSize) out['attention_head_size'] = c.attentionHeadSize;
   else delete out['attention_head_size'];
   if (c.id2label.length > 0) {

@@ -24,3 +24,16 @@ export function encoderFlops(config: BertConfig, seqLen: number): number {
   }
   return 2 * macs;
 }
+
+/** Parameters of the word embeddings: `vocab E`, or `r (vocab + E)` when factorized (`config.embeddingRank` r). */
+export function wordEmbeddingParams(config: BertConfig): number {
+  const r = config.embeddingRank;
+  return r === undefined ? config.vocabSize * config.embeddingSize : r * (config.vocabSize + config.embeddingSize);
+}
+
+/** Every entry of the model's parameters (factors of low-rank layers and embeddings as stored). */
+export function paramCount(model: { params: Map<string, { size: number }> }): number {
+  let n = 0;
+  for (const v of model.params.values()) n += v.size;
+  return n;
+}

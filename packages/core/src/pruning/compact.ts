@@ -1,5 +1,5 @@
 import { tf, type Tensor } from '../tf.js';
-import { BertModel, EMBEDDINGS_PROJECT, layerParamNames } from '../model/bert.js';
+import { BertModel, EMBEDDINGS_PROJECT, WORD_EMBEDDINGS, layerParamNames } from '../model/bert.js';
 import type { BertConfig } from '../model/config.js';
 import type { MaskSet } from './masks.js';
 
@@ -27,7 +27,9 @@ export function compactedParamCount(model: BertModel, masks: MaskSet): number {
   // theirs whole and their projection loses output columns.
   const types = model.params.has('bert.embeddings.token_type_embeddings.weight') ? c.typeVocabSize : 0;
   const E = c.arch.embeddingProjection ? c.embeddingSize : h;
-  let n = (c.vocabSize + c.maxPositionEmbeddings + types) * E + 2 * E + 2 * h * 2 * c.numHiddenLayers;
+  // Factorized word embeddings (config.embeddingRank r) weigh r (vocab + E).
+  const words = c.embeddingRank === undefined ? c.vocabSize * E : c.embeddingRank * (c.vocabSize + E);
+  let n = words + (c.maxPositionEmbeddings + types) * E + 2 * E + 2 * h * 2 * c.numHiddenLayers;
   if (c.arch.embeddingProjection) n += E * h + h;
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const a = masks.mhaMask[l] === 0 ? 0 : indicesOf(masks.headMask[l]!).length * d;
@@ -109,16 +111,22 @@ export function compact(model: BertModel, masks: MaskSet): BertModel {
   const lnFold = (name: string) => {
     for (const part of ['weight', 'bias']) put(`${name}.${part}`, take(data(`${name}.${part}`), [H], null, hKeep, hScale));
   };
+  // Factorized word embeddings: U [vocab, r] stays whole, V [r, E] is the table's columns.
+  const factors = c.embeddingRank === undefined ? [] : [`${WORD_EMBEDDINGS}.weight_u`, `${WORD_EMBEDDINGS}.weight_v`];
   const tables = ['word_embeddings', 'position_embeddings', 'token_type_embeddings'].map((e) => `bert.embeddings.${e}.weight`).filter((n) => model.params.has(n));
   if (c.arch.embeddingProjection) {
     // Factorized embeddings: tables and LayerNorm stay; the projection's output is the hidden dimension.
-    for (const n of [...tables, 'bert.embeddings.LayerNorm.weight', 'bert.embeddings.LayerNorm.bias']) put(n, model.param(n).clone());
+    for (const n of [...tables, ...factors, 'bert.embeddings.LayerNorm.weight', 'bert.embeddings.LayerNorm.bias']) put(n, model.param(n).clone());
     const pw = `${EMBEDDINGS_PROJECT}.weight`;
     put(pw, take(data(pw), shape(pw), null, hKeep, hScale));
     put(`${EMBEDDINGS_PROJECT}.bias`, take(data(`${EMBEDDINGS_PROJECT}.bias`), [H], null, hKeep, hScale));
   } else {
     // Embeddings: the kept dimensions of the tables (the hidden mask scales the LayerNorm output, folded below).
     for (const n of tables) put(n, take(data(n), shape(n), null, hKeep));
+    if (factors.length > 0) {
+      put(factors[0]!, model.param(factors[0]!).clone());
+      put(factors[1]!, take(data(factors[1]!), shape(factors[1]!), null, hKeep));
+    }
     lnFold('bert.embeddings.LayerNorm');
   }
 

@@ -140,7 +140,8 @@ export function sparsityOf(model: BertModel, masks: MaskSet): SparsityReport {
   for (const [name, v] of model.params) {
     if (/encoder\.layer\.\d+\.(attention\.(self|output\.dense)|intermediate|output\.dense)/.test(name)) continue;
     // Factorized embeddings (ELECTRA, ALBERT) keep their tables whole: only the projection shrinks.
-    const factorized = c.arch.embeddingProjection && name.startsWith('bert.embeddings.');
+    // U [vocab, r] of factorized word embeddings (config.embeddingRank) keeps its width too, even when r = H.
+    const factorized = (c.arch.embeddingProjection && name.startsWith('bert.embeddings.')) || name === 'bert.embeddings.word_embeddings.weight_u';
     const hDims = factorized ? 0 : name === 'bert.pooler.dense.weight' ? 2 : name === 'classifier.weight' || v.shape[v.shape.length - 1] === H ? 1 : 0;
     otherKept += hDims === 0 ? v.size : (v.size / H ** hDims) * hKept ** hDims;
   }

@@ -28,7 +28,9 @@ export interface ModelFamily {
 export function canonicalParams(c: BertConfig): { name: string; required: boolean }[] {
   const out: { name: string; required: boolean }[] = [];
   const wb = (n: string, required: boolean) => out.push({ name: `${n}.weight`, required }, { name: `${n}.bias`, required });
-  out.push({ name: 'bert.embeddings.word_embeddings.weight', required: true });
+  // Factorized word embeddings (config.embeddingRank) have their two factors instead of the table.
+  if (c.embeddingRank === undefined) out.push({ name: 'bert.embeddings.word_embeddings.weight', required: true });
+  else out.push({ name: 'bert.embeddings.word_embeddings.weight_u', required: true }, { name: 'bert.embeddings.word_embeddings.weight_v', required: true });
   out.push({ name: 'bert.embeddings.position_embeddings.weight', required: true });
   out.push({ name: 'bert.embeddings.token_type_embeddings.weight', required: c.arch.tokenTypes });
   wb('bert.embeddings.LayerNorm', true);
