@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { BertModel, Rng, canonicalParams, layerParamNames, loadBert, parseSafetensors, tf, type Batch, type BertConfig, type PruneContext, type Tensor } from '@topiary/core';
+import { BertModel, Rng, layerParamNames, loadBert, parseSafetensors, tf, type Batch, type BertConfig, type PruneContext, type Tensor } from '@topiary/core';
 import { SvdPruner } from '../../factorize/src/index.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { SHARED, golden, goldenBatch } from '../../core/src/test-support/shared.js';
@@ -86,35 +86,21 @@ const margin = (r: number[]) => {
   const s = [...r].sort((a, b) => b - a);
   return s[0]! - s[1]!;
 };
-/**
- * `model` with its word table replaced by factors `u` `[vocab, E]` and `v` `[E, width]`
- * (`config.embeddingRank` E). Through core's constructor once core knows the factors (its
- * `canonicalParams` lists them); until then by hand, the factors replacing the table in a clone,
- * which is all the graph builder reads.
- */
-function factorizedModel(model: BertModel, u: Tensor, v: Tensor, E: number): BertModel & { constructedByCore: boolean } {
+/** `model` with its word table replaced by factors `u` `[vocab, E]` and `v` `[E, width]` (`config.embeddingRank` E), built by core. */
+function factorizedModel(model: BertModel, u: Tensor, v: Tensor, E: number): BertModel {
   const table = 'bert.embeddings.word_embeddings';
   const config = { ...structuredClone(model.config), embeddingRank: E } as BertConfig;
-  if (canonicalParams(config).some((p) => p.name === `${table}.weight_u`)) {
-    // Copies (the constructor takes Variables as they are, and these are the source model's).
-    const params = new Map<string, Tensor>([...model.params].filter(([n]) => n !== `${table}.weight`).map(([n, t]) => [n, tf.clone(t)]));
-    params.set(`${table}.weight_u`, tf.clone(u));
-    params.set(`${table}.weight_v`, tf.clone(v));
-    try {
-      const m = new BertModel(config, params);
-      m.family = model.family;
-      return Object.assign(m, { constructedByCore: true });
-    } finally {
-      for (const t of params.values()) t.dispose();
-    }
+  // Copies (the constructor takes Variables as they are, and these are the source model's).
+  const params = new Map<string, Tensor>([...model.params].filter(([n]) => n !== `${table}.weight`).map(([n, t]) => [n, tf.clone(t)]));
+  params.set(`${table}.weight_u`, tf.clone(u));
+  params.set(`${table}.weight_v`, tf.clone(v));
+  try {
+    const m = new BertModel(config, params);
+    m.family = model.family;
+    return m;
+  } finally {
+    for (const t of params.values()) t.dispose();
   }
-  const m = model.clone();
-  m.param(`${table}.weight`).dispose();
-  m.params.delete(`${table}.weight`);
-  m.params.set(`${table}.weight_u`, tf.variable(u));
-  m.params.set(`${table}.weight_v`, tf.variable(v));
-  (m.config as BertConfig & { embeddingRank?: number }).embeddingRank = E;
-  return Object.assign(m, { constructedByCore: false });
 }
 const graphOf = (bytes: Uint8Array) => decodeModel(bytes)['graph'] as unknown as Graph;
 
@@ -264,8 +250,8 @@ describe.skipIf(families.length === 0)('ONNX export of factorized layers', () =>
       const batches = [goldenBatch(g.single), goldenBatch(g.pair)];
       const got = await runOnnx(fp32, batches);
       batches.forEach((b, i) => expectClose(got[i]!, topiaryOutputs(reference, b), b, TOL, family));
-      // Once core runs factorized embeddings itself (config.embeddingRank), its forward agrees too.
-      if (factorized.constructedByCore) batches.forEach((b, i) => expectClose(topiaryOutputs(factorized, b), topiaryOutputs(reference, b), b, TOL, `${family} (Topiary)`));
+      // Core's own forward of the factorized model agrees too.
+      batches.forEach((b, i) => expectClose(topiaryOutputs(factorized, b), topiaryOutputs(reference, b), b, TOL, `${family} (Topiary)`));
       // A rank that does not match the factors is an error naming them.
       (factorized.config as { embeddingRank?: number }).embeddingRank = E + 1;
       expect(() => bertToOnnx(factorized)).toThrow(/weight_u/);
