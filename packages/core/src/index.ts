@@ -76,6 +76,8 @@ export type { KdOptions } from './engine/losses.js';
 export { classificationMetrics, evaluate } from './engine/evaluate.js';
 export type { EvaluateOptions } from './engine/evaluate.js';
 export { budgetSteps, trainLoop } from './engine/train.js';
+export { MemoryLimitError, MemoryMonitor, STEP_MEMORY, WASM_HEAP_LIMIT, backendMemoryLimit, chooseMicroBatch, configParamCount, estimateStepBytes, formatBytes, isWasmAbort, splitBatch, wasmHeapBytes } from './engine/micro.js';
+export type { BatchPart, StepMemoryInput } from './engine/micro.js';
 export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
 export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runInputPaths, runPruning, saveRunCheckpoint } from './engine/run.js';
 export type { DataSpec, FinetuneSpec, RunInputs, RunOptions, RunSpec } from './engine/run.js';
