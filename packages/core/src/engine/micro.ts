@@ -1,6 +1,11 @@
 import { tf } from '../tf.js';
+import { offHeapAdamWAvailable } from '../backend/fused.js';
 import type { Batch } from '../model/bert.js';
 import type { BertConfig } from '../model/config.js';
+import type { BertModel } from '../model/bert.js';
+import type { TrainingOptions } from '../contracts.js';
+import type { MemoryPlan } from '../events.js';
+import type { Dataset } from '../data/dataset.js';
 
 /** One micro-batch of a batch: examples `[offset, offset + size)` of `whole`. */
 export interface BatchPart {
@@ -93,75 +98,81 @@ export interface StepMemoryInput {
   teacher?: BertConfig;
   /** The losses keep the teacher's hidden states (layer distillation). */
   teacherHiddenStates?: boolean;
-  /** Parameters that train (optimizer moments and gradients); default all of the student's. */
+  /** Parameters that train (gradients, optimizer moments); default all of the student's. */
   trainableParams?: number;
+  /** Bytes the heap holds already (the loaded models' weights); default: the student's weights (and the teacher's). */
+  liveBytes?: number;
+  /** The optimizer's moments live on the heap (default true; with the native addon on wasm they live in JS memory). */
+  momentsOnHeap?: boolean;
 }
 
 function paramCount(c: BertConfig): number {
   const H = c.hiddenSize;
-  let n = c.vocabSize * (c.embeddingSize ?? H) + (c.maxPositionEmbeddings + c.typeVocabSize) * H + 2 * H;
+  const E = c.embeddingSize ?? H;
+  let n = (c.vocabSize + c.maxPositionEmbeddings + c.typeVocabSize) * E + 2 * E + (E !== H ? E * H + H : 0);
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const a = (c.layerHeads[l] ?? c.numAttentionHeads) * c.attentionHeadSize;
     const i = c.layerIntermediate[l] ?? c.intermediateSize;
     n += 3 * (H * a + a) + a * H + H + 2 * H * i + i + H + 4 * H;
   }
-  return n + H * H + H + H * 64;
+  return n + H * H + H + H * c.id2label.length + c.id2label.length;
 }
 
 /**
- * Calibration of `estimateStepBytes`, from the wasm heap after one step at several batch sizes
- * (scripts/measure-step-memory.mjs, docs/results.md): floats kept per example and layer, per token of
- * hidden width, per token of FFN width and per attention score, and the fixed bytes per parameter
- * (weights, gradients, two moments, one transient copy in the update).
+ * Calibration of `estimateStepBytes` on the wasm backend (scripts/measure-step-memory.mjs: the heap
+ * after two steps at several micro-batch sizes, each in a fresh process; docs/results.md). Floats the
+ * backward pass keeps per example: per layer and token, `perTokenHidden` of the hidden width and
+ * `perTokenFfn` of the FFN width, `perScore` per attention score, and `perToken` hidden widths per
+ * token outside the layers (embeddings, head). Bytes per trained parameter besides its weights:
+ * gradient and a transient in the update, two moments when they live on the heap, one more gradient
+ * when a batch is split.
+ * Measured: BERT-base shapes at 128 tokens 163-200 MiB a example (estimate 207), bert-tiny 7.6 (7.0).
  */
-export const STEP_MEMORY = { perTokenHidden: 30, perTokenFfn: 6, perScore: 5, bytesPerParam: 24, teacherBytesPerParam: 4, overhead: 64 * 2 ** 20 };
+export const STEP_MEMORY = { perTokenHidden: 20, perTokenFfn: 4, perScore: 5, perToken: 16, bytesPerTrainedParam: 8, momentBytesPerTrainedParam: 8, splitBytesPerTrainedParam: 4, overhead: 64 * 2 ** 20, safety: 0.9 };
 
 /**
- * An estimate of the bytes a training step needs on the backend's heap: the fixed part (parameters,
- * gradients, optimizer moments, the teacher's weights) and the part per example (the activations the
- * backward pass keeps), calibrated on the wasm backend.
+ * An estimate of the bytes a training step needs on the backend's heap: `fixed` (weights, gradients,
+ * optimizer moments; `split` adds the summed gradients) and `perExample` (the activations the backward
+ * pass keeps, and the teacher's forward), calibrated on the wasm backend.
  */
-export function estimateStepBytes(s: StepMemoryInput): { fixed: number; perExample: number } {
+export function estimateStepBytes(s: StepMemoryInput, split = true): { fixed: number; perExample: number } {
   const c = s.config;
   const T = s.seqLen;
-  let perExample = 0;
+  const k = STEP_MEMORY;
+  let floats = k.perToken * T * c.hiddenSize;
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const heads = c.layerHeads[l] ?? c.numAttentionHeads;
     const inter = c.layerIntermediate[l] ?? c.intermediateSize;
-    perExample += T * (STEP_MEMORY.perTokenHidden * c.hiddenSize + STEP_MEMORY.perTokenFfn * inter) + STEP_MEMORY.perScore * heads * T * T;
+    floats += T * (k.perTokenHidden * c.hiddenSize + k.perTokenFfn * inter) + k.perScore * heads * T * T;
   }
-  perExample *= 4;
   if (s.teacher) {
     const t = s.teacher;
     // Inference keeps one layer's temporaries, plus every layer's output when the losses read them.
-    perExample += 4 * T * (4 * t.hiddenSize + t.intermediateSize) + 4 * t.numAttentionHeads * T * T * 2;
-    if (s.teacherHiddenStates) perExample += 4 * T * t.hiddenSize * (t.numHiddenLayers + 1);
+    floats += T * (4 * t.hiddenSize + 2 * t.intermediateSize) + 2 * t.numAttentionHeads * T * T;
+    if (s.teacherHiddenStates) floats += T * t.hiddenSize * (t.numHiddenLayers + 1);
   }
-  const params = paramCount(c);
-  const trainable = s.trainableParams ?? params;
-  const fixed = STEP_MEMORY.overhead + 4 * params + (STEP_MEMORY.bytesPerParam - 4) * trainable + (s.teacher ? STEP_MEMORY.teacherBytesPerParam * paramCount(s.teacher) : 0);
-  return { fixed, perExample };
+  const trainable = s.trainableParams ?? paramCount(c);
+  const live = s.liveBytes ?? 4 * (paramCount(c) + (s.teacher ? paramCount(s.teacher) : 0));
+  const fixed = k.overhead + live + (k.bytesPerTrainedParam + (s.momentsOnHeap === false ? 0 : k.momentBytesPerTrainedParam) + (split ? k.splitBytesPerTrainedParam : 0)) * trainable;
+  return { fixed, perExample: 4 * floats };
 }
 
 /**
- * The largest micro-batch (at most `batchSize`) whose step fits in `limit` bytes by the estimate, or
- * 0 when not even one example fits.
+ * The largest micro-batch (at most `batchSize`) whose step fits in `safety` of `limit` bytes by the
+ * estimate, or 0 when not even one example fits.
  */
 export function chooseMicroBatch(batchSize: number, limit: number, s: StepMemoryInput): number {
-  const { fixed, perExample } = estimateStepBytes(s);
-  const room = limit - fixed;
-  if (room < perExample) return 0;
-  return Math.max(1, Math.min(batchSize, Math.floor(room / perExample)));
+  const room = (whole: boolean) => STEP_MEMORY.safety * limit - estimateStepBytes(s, !whole).fixed;
+  const { perExample } = estimateStepBytes(s);
+  if (room(true) >= batchSize * perExample) return batchSize;
+  const r = room(false);
+  if (r < perExample) return 0;
+  return Math.max(1, Math.min(batchSize, Math.floor(r / perExample)));
 }
 
 /** The step does not fit in the backend's memory; names what does and the option that fixes it. */
 export class MemoryLimitError extends Error {
   override name = 'MemoryLimitError';
-}
-
-/** A wasm out-of-memory abort (emscripten's `Aborted()` when the heap cannot grow). */
-export function isWasmAbort(err: unknown): boolean {
-  return err instanceof Error && err.name === 'RuntimeError' && /^Aborted\(/.test(err.message);
 }
 
 export function formatBytes(n: number): string {
@@ -170,3 +181,58 @@ export function formatBytes(n: number): string {
 
 /** Parameters of a config (for messages). */
 export { paramCount as configParamCount };
+
+/** A WebAssembly trap or abort: on the wasm backend, what a heap that cannot grow ends in (`Aborted()`, or an allocation that came back null). */
+export function isWasmFailure(err: unknown): boolean {
+  return err instanceof Error && err.name === 'RuntimeError' && /^Aborted\(|memory access out of bounds|out of memory/i.test(err.message);
+}
+
+function describeModel(model: BertModel): string {
+  const c = model.config;
+  const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+  return `${(params / 1e6).toFixed(1)}M parameters (${c.numHiddenLayers} layers, hidden ${c.hiddenSize}, FFN ${c.intermediateSize})`;
+}
+
+/**
+ * The micro-batch a run trains with: `training.microBatchSize` when set, else the largest that fits the
+ * backend's memory by `estimateStepBytes` (the whole batch when it fits, or when the backend has no
+ * limit Topiary knows). Throws `MemoryLimitError` when not even one example fits.
+ */
+export function planMicroBatch(o: { model: BertModel; teacher?: BertModel; train: Dataset; training: TrainingOptions }): MemoryPlan {
+  const { model, teacher, train, training } = o;
+  const B = training.batchSize;
+  const seqLen = Math.min(training.maxLength, Math.max(1, ...train.examples.map((e) => e.inputIds.length)));
+  const limit = backendMemoryLimit();
+  const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+  const input: StepMemoryInput = { config: model.config, seqLen, trainableParams: params, liveBytes: tf.memory().numBytes, momentsOnHeap: !offHeapAdamWAvailable(), ...(teacher ? { teacher: teacher.config, teacherHiddenStates: true } : {}) };
+  const estimate = (m: number) => {
+    const e = estimateStepBytes(input, m < B);
+    return e.fixed + m * e.perExample;
+  };
+  if (training.microBatchSize !== undefined) {
+    const m = Math.min(training.microBatchSize, B);
+    return { batchSize: B, microBatchSize: m, source: 'config', seqLen, limitBytes: limit ?? null, estimatedStepBytes: limit ? estimate(m) : null, params };
+  }
+  if (limit === undefined) return { batchSize: B, microBatchSize: B, source: 'whole', seqLen, limitBytes: null, estimatedStepBytes: null, params };
+  const m = chooseMicroBatch(B, limit, input);
+  if (m === 0) {
+    const e = estimateStepBytes(input);
+    throw new MemoryLimitError(
+      `training ${describeModel(model)} needs about ${formatBytes(e.fixed)} for its weights, gradients and optimizer moments plus ${formatBytes(e.perExample)} per example at ${seqLen} tokens; ` +
+        `the wasm heap holds at most ${formatBytes(limit)}: not even one example fits, so no --micro-batch-size (training.microBatchSize) can help at batch ${B}; use a smaller maxLength or model`,
+    );
+  }
+  return { batchSize: B, microBatchSize: m, source: 'auto', seqLen, limitBytes: limit, estimatedStepBytes: estimate(m), params };
+}
+
+/** A wasm trap during training as the error that says why and what to change (exit 3), else `err` itself. */
+export function memoryFailure(err: unknown, model: BertModel | undefined, plan: MemoryPlan | undefined): unknown {
+  if (!isWasmFailure(err)) return err;
+  const heap = wasmHeapBytes();
+  const what = model ? `training ${describeModel(model)}` : 'the run';
+  const at = plan ? ` at batch ${plan.batchSize} (micro-batch ${plan.microBatchSize}) x ${plan.seqLen} tokens` : '';
+  const smaller = plan && plan.microBatchSize > 1 ? `; set a smaller --micro-batch-size (training.microBatchSize in a run config), e.g. ${Math.max(1, Math.floor(plan.microBatchSize / 2))}` : '; a shorter maxLength or a smaller model';
+  return new MemoryLimitError(
+    `${what}${at} ran out of the wasm heap (limit ${formatBytes(WASM_HEAP_LIMIT)}${heap ? `, ${formatBytes(heap)} in use` : ''}): ${(err as Error).message.split('.')[0]}${smaller}`,
+  );
+}
