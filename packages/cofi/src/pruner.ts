@@ -16,6 +16,7 @@ import {
   writeSafetensors,
   z,
   type Batch,
+  type BertModel,
   type ComponentSpec,
   type DistillationLoss,
   type LossInput,
@@ -321,6 +322,18 @@ const expectedOf = (l0: L0Module): number => tf.tidy(() => l0.expectedSparsity()
 export class CoFiPruner implements Pruner {
   readonly id = 'cofi';
   constructor(private readonly defaults: CoFiOptions = {}) {}
+
+  /**
+   * Two copies of the trained parameters (the best and the closest evaluated model), and per example
+   * the layer distillation's tensors (every student layer transformed, its distance to each teacher
+   * layer and their gradients) and the hidden-dimension masks on every layer output.
+   */
+  memory(model: BertModel, seqLen: number): { fixedBytes: number; perExampleBytes: number } {
+    const c = model.config;
+    const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+    const teacherLayers = Math.min(4, c.numHiddenLayers);
+    return { fixedBytes: 2 * 4 * params, perExampleBytes: 4 * seqLen * c.hiddenSize * c.numHiddenLayers * (3 * teacherLayers + 6) };
+  }
 
   async run(ctx: PruneContext): Promise<PruneResult> {
     const o: CoFiOptions = { ...this.defaults, ...(ctx.options as CoFiOptions) };

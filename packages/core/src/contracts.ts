@@ -173,6 +173,12 @@ export interface PruneResult {
 export interface Pruner {
   readonly id: string;
   run(ctx: PruneContext): Promise<PruneResult>;
+  /**
+   * Heap the method needs beyond a fine-tuning step of the same model (snapshots, mask scores, layer
+   * distillation), so that the automatic micro-batch leaves room for it: `fixedBytes` once, and
+   * `perExampleBytes` per example of a micro-batch at `seqLen` tokens.
+   */
+  memory?(model: BertModel, seqLen: number): { fixedBytes?: number; perExampleBytes?: number };
 }
 
 export interface ResolvePlugin {

@@ -108,6 +108,12 @@ export class MovementPruner implements Pruner {
   readonly id = 'movement';
   constructor(private readonly defaults: MovementOptions = {}) {}
 
+  /** Per encoder weight: its score, the score's gradient, the step's mask and the masked weight (16 bytes). */
+  memory(model: BertModel): { fixedBytes: number } {
+    const weights = encoderLinearNames(model.config).reduce((a, n) => a + (model.params.get(`${n}.weight`)?.size ?? 0), 0);
+    return { fixedBytes: 16 * weights };
+  }
+
   async run(ctx: PruneContext): Promise<PruneResult> {
     const o = { ...this.defaults, ...(ctx.options as MovementOptions) };
     const mode = o.mode ?? 'topk';

@@ -104,6 +104,8 @@ export interface StepMemoryInput {
   liveBytes?: number;
   /** The optimizer's moments live on the heap (default true; with the native addon on wasm they live in JS memory). */
   momentsOnHeap?: boolean;
+  /** Bytes per example the method adds to a step (`Pruner.memory`). */
+  extraPerExample?: number;
 }
 
 function paramCount(c: BertConfig): number {
@@ -126,7 +128,7 @@ function paramCount(c: BertConfig): number {
  * token outside the layers (embeddings, head). Bytes per trained parameter besides its weights:
  * gradient and a transient in the update, two moments when they live on the heap, one more gradient
  * when a batch is split.
- * Measured: BERT-base shapes at 128 tokens 163-200 MiB a example (estimate 207), bert-tiny 7.6 (7.0).
+ * Measured: BERT-base shapes at 128 tokens 163-200 MiB an example (estimate 213), bert-tiny 7.6 (6.8).
  */
 export const STEP_MEMORY = { perTokenHidden: 20, perTokenFfn: 4, perScore: 5, perToken: 16, bytesPerTrainedParam: 8, momentBytesPerTrainedParam: 8, splitBytesPerTrainedParam: 4, overhead: 64 * 2 ** 20, safety: 0.9 };
 
@@ -154,7 +156,7 @@ export function estimateStepBytes(s: StepMemoryInput, split = true): { fixed: nu
   const trainable = s.trainableParams ?? paramCount(c);
   const live = s.liveBytes ?? 4 * (paramCount(c) + (s.teacher ? paramCount(s.teacher) : 0));
   const fixed = k.overhead + live + (k.bytesPerTrainedParam + (s.momentsOnHeap === false ? 0 : k.momentBytesPerTrainedParam) + (split ? k.splitBytesPerTrainedParam : 0)) * trainable;
-  return { fixed, perExample: 4 * floats };
+  return { fixed, perExample: 4 * floats + (s.extraPerExample ?? 0) };
 }
 
 /**
@@ -187,9 +189,8 @@ export function isWasmFailure(err: unknown): boolean {
   return err instanceof Error && err.name === 'RuntimeError' && /^Aborted\(|memory access out of bounds|out of memory/i.test(err.message);
 }
 
-function describeModel(model: BertModel): string {
+function describeModel(model: BertModel, params = [...model.params.values()].reduce((a, v) => a + v.size, 0)): string {
   const c = model.config;
-  const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
   return `${(params / 1e6).toFixed(1)}M parameters (${c.numHiddenLayers} layers, hidden ${c.hiddenSize}, FFN ${c.intermediateSize})`;
 }
 
@@ -198,13 +199,14 @@ function describeModel(model: BertModel): string {
  * backend's memory by `estimateStepBytes` (the whole batch when it fits, or when the backend has no
  * limit Topiary knows). Throws `MemoryLimitError` when not even one example fits.
  */
-export function planMicroBatch(o: { model: BertModel; teacher?: BertModel; train: Dataset; training: TrainingOptions }): MemoryPlan {
+export function planMicroBatch(o: { model: BertModel; teacher?: BertModel; train: Dataset; training: TrainingOptions; extra?: (seqLen: number) => { fixedBytes?: number; perExampleBytes?: number } }): MemoryPlan {
   const { model, teacher, train, training } = o;
   const B = training.batchSize;
   const seqLen = Math.min(training.maxLength, Math.max(1, ...train.examples.map((e) => e.inputIds.length)));
   const limit = backendMemoryLimit();
   const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
-  const input: StepMemoryInput = { config: model.config, seqLen, trainableParams: params, liveBytes: tf.memory().numBytes, momentsOnHeap: !offHeapAdamWAvailable(), ...(teacher ? { teacher: teacher.config, teacherHiddenStates: true } : {}) };
+  const extra = o.extra?.(seqLen) ?? {};
+  const input: StepMemoryInput = { config: model.config, seqLen, trainableParams: params, liveBytes: tf.memory().numBytes + (extra.fixedBytes ?? 0), extraPerExample: extra.perExampleBytes ?? 0, momentsOnHeap: !offHeapAdamWAvailable(), ...(teacher ? { teacher: teacher.config, teacherHiddenStates: true } : {}) };
   const estimate = (m: number) => {
     const e = estimateStepBytes(input, m < B);
     return e.fixed + m * e.perExample;
@@ -229,7 +231,8 @@ export function planMicroBatch(o: { model: BertModel; teacher?: BertModel; train
 export function memoryFailure(err: unknown, model: BertModel | undefined, plan: MemoryPlan | undefined): unknown {
   if (!isWasmFailure(err)) return err;
   const heap = wasmHeapBytes();
-  const what = model ? `training ${describeModel(model)}` : 'the run';
+  // The model may be disposed by now: its size comes from the plan.
+  const what = model ? `training ${describeModel(model, plan?.params)}` : 'the run';
   const at = plan ? ` at batch ${plan.batchSize} (micro-batch ${plan.microBatchSize}) x ${plan.seqLen} tokens` : '';
   const smaller = plan && plan.microBatchSize > 1 ? `; set a smaller --micro-batch-size (training.microBatchSize in a run config), e.g. ${Math.max(1, Math.floor(plan.microBatchSize / 2))}` : '; a shorter maxLength or a smaller model';
   return new MemoryLimitError(

@@ -234,7 +234,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
     try {
       const { model, teacher, train, dev } = inputs;
       const total = budgetSteps(spec.training, train.size);
-      const plan = planMicroBatch({ model, ...(teacher ? { teacher } : {}), train, training: spec.training });
+      const plan = planMicroBatch({ model, ...(teacher ? { teacher } : {}), train, training: spec.training, ...(pruner.memory ? { extra: (seqLen: number) => pruner.memory!(model, seqLen) } : {}) });
       planned(plan, model);
       control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: total, time: new Date(started).toISOString(), memory: plan });
       emitPlan(control, plan);
