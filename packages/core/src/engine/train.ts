@@ -19,11 +19,14 @@ export interface TrainLoopOptions {
   training: TrainingOptions;
   seed: number;
   control: RunControl;
-  /** Masks for the student's forward pass at `step` (may depend on trainable mask variables). */
+  /**
+   * Masks for the student's forward pass at `step` (may depend on trainable mask variables). Called
+   * once per micro-batch: it must give a step's micro-batches the same masks (draw any noise once a step).
+   */
   forwardMasks?: (step: number, training: boolean) => { masks?: StructuredMasks; weightMasks?: WeightMasks };
   /** Extra trainable groups (mask scores, log-alphas, Lagrange multipliers) with their own rates. */
   extraGroups?: ParamGroup[];
-  /** Extra loss terms at `step` (regularizers, Lagrangian). */
+  /** Extra loss terms at `step` (regularizers, Lagrangian): added once a step, with the first micro-batch. */
   extraLoss?: (step: number) => Record<string, Scalar>;
   /** Which model parameters train (default: all). */
   trainable?: (name: string) => boolean;
@@ -66,8 +69,10 @@ export function budgetSteps(training: TrainingOptions, examples: number): number
 /**
  * The training loop every method shares: batches shuffled by seed, forward (dropout on), the summed
  * loss terms, gradients of the model's trainable parameters and any extra groups, global-norm
- * clipping, AdamW with linear warm-up/decay, then hooks. Each step is one `tf.tidy`; the loop stops at
- * a step boundary when the run is aborted.
+ * clipping, AdamW with linear warm-up/decay, then hooks. With `training.microBatchSize` each batch is
+ * split and its gradients summed over the micro-batches (the whole batch's update; see
+ * `DistillationLoss.observe`). Each micro-batch and the update are one `tf.tidy` each; the loop stops
+ * at a step boundary when the run is aborted.
  */
 export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const { model, train, training, control } = o;
