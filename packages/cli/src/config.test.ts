@@ -16,4 +16,16 @@ describe('run config', () => {
     expect(spec.out).toBe(path.join(dir, 'runs', 'second'));
     expect((await readRunConfig(file, { out: 'x' })).out).toBe(path.resolve('x'));
   });
+
+  it('takes training.microBatchSize as a positive integer, naming the field otherwise', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-config-'));
+    const file = path.join(dir, 'run.yaml');
+    const write = (micro: string) => writeFileSync(file, ['method: structured', 'model: m', 'data: { train: t.jsonl, dev: d.jsonl }', `training: { batchSize: 32, microBatchSize: ${micro} }`].join('\n'));
+    write('8');
+    expect((await readRunConfig(file)).training.microBatchSize).toBe(8);
+    for (const bad of ['0', '2.5']) {
+      write(bad);
+      await expect(readRunConfig(file)).rejects.toThrow(/training\.microBatchSize/);
+    }
+  });
 });

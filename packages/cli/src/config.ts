@@ -46,6 +46,8 @@ export const RunConfigSchema = z
         weightDecay: z.number().min(0).default(DEFAULT_TRAINING.weightDecay),
         maxGradNorm: z.number().min(0).default(DEFAULT_TRAINING.maxGradNorm),
         maxLength: z.number().int().min(8).max(512).default(DEFAULT_TRAINING.maxLength),
+        /** Examples per forward/backward pass (gradients summed over a batch's micro-batches); default: the largest that fits the backend's memory. */
+        microBatchSize: z.number().int().positive().optional(),
       })
       .strict()
       .default({} as never),

@@ -263,6 +263,7 @@ export function buildProgram(): Command {
     .option('--label-field <name>', 'label field/column', 'label')
     .option('--seed <n>', 'seed (an integer)', seedArg, 42)
     .option('--eval-every <n>', 'evaluate every N steps', int('--eval-every'))
+    .option('--micro-batch-size <n>', 'examples per forward/backward pass; a batch\'s gradients are summed over its micro-batches (default: the largest that fits the backend\'s memory)', int('--micro-batch-size'))
     .option('--checkpoint-every <n>', 'save a checkpoint in <out>/checkpoint every N steps', int('--checkpoint-every'))
     .option('--resume', 'continue from the last checkpoint in <out>/checkpoint (same arguments)', false)
     .option('--force', 'write into an existing --out folder that holds files Topiary did not write (only its own files are replaced)', false)
@@ -281,6 +282,7 @@ export function buildProgram(): Command {
           epochs: o['epochs'],
           maxLength: o['maxLength'],
           ...(o['maxSteps'] ? { maxSteps: o['maxSteps'] } : {}),
+          ...(o['microBatchSize'] ? { microBatchSize: o['microBatchSize'] } : {}),
         },
         seed: o['seed'],
         out: o['out'],
@@ -330,11 +332,13 @@ export function buildProgram(): Command {
     .command('run <config>')
     .description('a pruning run from a YAML or JSON config: progress, report.json and the compacted model in <out>/model')
     .option('--out <dir>', 'output folder (overrides the config\'s out)')
+    .option('--micro-batch-size <n>', 'examples per forward/backward pass (overrides the config\'s training.microBatchSize; default: the largest that fits the backend\'s memory)', int('--micro-batch-size'))
     .option('--resume', 'continue from the last checkpoint in <out>/checkpoint (same config)', false)
     .option('--force', 'write into an existing output folder that holds files Topiary did not write (only its own files are replaced)', false)
-    .action(async (file: string, o: { out?: string; force: boolean; resume?: boolean }) => {
+    .action(async (file: string, o: { out?: string; force: boolean; resume?: boolean; microBatchSize?: number }) => {
       const spec = await readRunConfig(file, o.out ? { out: o.out } : {});
       if (o.force) spec.force = true;
+      if (o.microBatchSize) spec.training = { ...spec.training, microBatchSize: o.microBatchSize };
       const { registry } = await createRunContainer(await allPlugins(globals().plugin));
       // Pruner, criterion, scheduler and loss ids and their options, before any model loads.
       assertValidRunConfig(file, spec, registry);

@@ -33,7 +33,7 @@ export function progressRenderer(): Renderer {
     event(e) {
       switch (e.type) {
         case 'run-started':
-          line(`${e.method} on ${e.backend}${e.kernels?.length ? ` (Topiary kernels: ${e.kernels.join(', ')})` : ''}: ${e.totalSteps} training steps`);
+          line(`${e.method} on ${e.backend}${e.kernels?.length ? ` (Topiary kernels: ${e.kernels.join(', ')})` : ''}: ${e.totalSteps} training steps${e.memory ? `, micro-batch ${e.memory.microBatchSize} of ${e.memory.batchSize} (${e.memory.source})` : ''}`);
           break;
         case 'step': {
           const loss = Object.entries(e.loss).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(' ');

@@ -86,6 +86,11 @@ export interface LayerDistillOptions {
    * - `'layer'`: what the paper describes: removed student layers are never matched.
    */
   removedLayerRule?: 'reference' | 'layer';
+  /**
+   * The `[teacherLayers][studentLayers]` MSEs to choose the matching on, when they are not this batch's:
+   * a micro-batch of a split batch is matched as the whole batch was (`layerwiseLosses` summed over it).
+   */
+  matchOn?: number[][];
 }
 
 export interface LayerDistillResult {
@@ -145,11 +150,12 @@ export function layerDistillationLoss(
     const all = tf.stack(pairs);
     const values = all.dataSync();
     layerwiseLoss = teacherLayers.map((_, i) => Array.from(values.subarray(i * S, (i + 1) * S)));
+    const matchOn = options.matchOn ?? layerwiseLoss;
 
     alignment = [];
     let last = S;
     for (let i = teacherLayers.length - 1; i >= 0; i--) {
-      const row = layerwiseLoss[i]!;
+      const row = matchOn[i]!;
       // Student layers by ascending loss (ties by index); the first allowed one below `last` wins.
       const ranked = row.map((_, s) => s).sort((a, b) => row[a]! - row[b]! || a - b);
       const allowed = (s: number, rank: number) =>

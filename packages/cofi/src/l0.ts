@@ -369,13 +369,18 @@ export class L0Module {
 
   /** Training masks with noise U(eps, 1 - eps) drawn from `rng` (deterministic for a seed). */
   sampleZ(rng: Rng): CoFiZ {
+    return this.sampleZWithNoise(this.sampleNoise(rng));
+  }
+
+  /** The uniform noise `sampleZ` draws (a step's micro-batches share one draw). */
+  sampleNoise(rng: Rng): NoiseInput {
     const noise: NoiseInput = {};
     for (const t of this.types) {
       const u = new Array<number>(this.sizeOf(t));
       for (let i = 0; i < u.length; i++) u[i] = EPSILON + (1 - 2 * EPSILON) * rng.next();
       noise[t] = u;
     }
-    return this.sampleZWithNoise(noise);
+    return noise;
   }
 
   /**

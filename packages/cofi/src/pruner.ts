@@ -15,6 +15,8 @@ import {
   writeFileAtomic,
   writeSafetensors,
   z,
+  type Batch,
+  type BertModel,
   type ComponentSpec,
   type DistillationLoss,
   type LossInput,
@@ -27,7 +29,7 @@ import {
   type StructuredMasks,
   type Tensor,
 } from '@topiary/core';
-import { L0Module, MASK_TYPES, disposeCoFiZ, toStructuredMasks, type CoFiZ, type MaskType, type ZValues } from './l0.js';
+import { L0Module, MASK_TYPES, disposeCoFiZ, toStructuredMasks, type CoFiZ, type MaskType, type NoiseInput, type ZValues } from './l0.js';
 import { LayerTransformation, cofiDistillationLoss, defaultTeacherLayers, type LayerDistillOptions } from './distill.js';
 
 /**
@@ -246,15 +248,37 @@ export class CoFiDistillLoss implements DistillationLoss {
     private readonly opts: { ceLossAlpha: number; layerLossAlpha: number; temperature: number; teacherLayers: number[]; removedLayerRule?: LayerDistillOptions['removedLayerRule'] },
     private readonly headLayerZ: () => Tensor | undefined = () => undefined,
   ) {}
-  compute({ student, teacher }: LossInput): Record<string, Scalar> {
+  /** The whole batch's layer MSEs of a split step, summed over its micro-batches by share of examples. */
+  private whole: { batch: Batch; mse: number[][] } | undefined;
+
+  /** A split batch is matched on the whole batch's MSEs (the matching is not a mean over examples). */
+  observe({ student, teacher, part }: LossInput): void {
+    if (!part || !teacher?.hiddenStates || !student.hiddenStates) return;
+    if (this.whole?.batch !== part.whole) this.whole = { batch: part.whole, mse: [] };
+    const w = part.size / part.whole.batchSize;
+    const teacherOut = teacher.hiddenStates.slice(1);
+    const values = tf.tidy(() => {
+      const transformed = student.hiddenStates!.slice(1).map((s) => this.transform.apply(s));
+      return this.opts.teacherLayers.map((t) => Array.from(tf.stack(transformed.map((s) => tf.mean(tf.squaredDifference(teacherOut[t]!, s)))).dataSync()));
+    });
+    values.forEach((row, i) => {
+      const acc = (this.whole!.mse[i] ??= row.map(() => 0));
+      row.forEach((v, j) => (acc[j]! += w * v));
+    });
+  }
+
+  compute({ student, teacher, part }: LossInput): Record<string, Scalar> {
     if (!teacher?.hiddenStates || !student.hiddenStates || !teacher.logits || !student.logits) throw new Error('cofi: distillation needs teacher and student hidden states and logits');
     const z = this.headLayerZ();
+    const matchOn = part && this.whole?.batch === part.whole ? this.whole.mse : undefined;
     const r = cofiDistillationLoss(
       { teacherHiddenStates: teacher.hiddenStates, studentHiddenStates: student.hiddenStates, teacherLogits: teacher.logits, studentLogits: student.logits },
       this.transform,
-      { ...this.opts, ...(z ? { headLayerZ: z } : {}) },
+      { ...this.opts, ...(z ? { headLayerZ: z } : {}), ...(matchOn ? { matchOn } : {}) },
     );
-    return { kd: tf.mul(r.kdLoss, this.opts.ceLossAlpha) as Scalar, layer: tf.mul(r.layerLoss, this.opts.layerLossAlpha) as Scalar };
+    // Both terms are means over the examples (the MSE's elements are per example: micro-batches keep the padded length).
+    const w = part ? part.size / part.whole.batchSize : 1;
+    return { kd: tf.mul(r.kdLoss, this.opts.ceLossAlpha * w) as Scalar, layer: tf.mul(r.layerLoss, this.opts.layerLossAlpha * w) as Scalar };
   }
 }
 
@@ -298,6 +322,18 @@ const expectedOf = (l0: L0Module): number => tf.tidy(() => l0.expectedSparsity()
 export class CoFiPruner implements Pruner {
   readonly id = 'cofi';
   constructor(private readonly defaults: CoFiOptions = {}) {}
+
+  /**
+   * Two copies of the trained parameters (the best and the closest evaluated model), and per example
+   * the layer distillation's tensors (every student layer transformed, its distance to each teacher
+   * layer and their gradients) and the hidden-dimension masks on every layer output.
+   */
+  memory(model: BertModel, seqLen: number): { fixedBytes: number; perExampleBytes: number } {
+    const c = model.config;
+    const params = [...model.params.values()].reduce((a, v) => a + v.size, 0);
+    const teacherLayers = Math.min(4, c.numHiddenLayers);
+    return { fixedBytes: 2 * 4 * params, perExampleBytes: 4 * seqLen * c.hiddenSize * c.numHiddenLayers * (3 * teacherLayers + 6) };
+  }
 
   async run(ctx: PruneContext): Promise<PruneResult> {
     const o: CoFiOptions = { ...this.defaults, ...(ctx.options as CoFiOptions) };
@@ -349,6 +385,8 @@ export class CoFiPruner implements Pruner {
     const trainable = (n: string) => !n.startsWith('bert.embeddings.');
     const snapshotVars = () => [...model.trainableVariables(trainable), ...transform.variables()];
     const rng = new Rng(ctx.seed + 17);
+    let noise: NoiseInput | undefined;
+    let noiseStep = -1;
     const phases: Record<string, number> = {};
     let offset = 0;
     const common = { model, train: ctx.train, teacher, control, trainable, ...(ctx.checkpoints ? { checkpoints: ctx.checkpoints } : {}) } as const;
@@ -443,8 +481,13 @@ export class CoFiPruner implements Pruner {
         seed: ctx.seed + 1,
         phase: 'prune',
         stepOffset: offset,
-        forwardMasks: (_step, training): { masks: StructuredMasks } => {
-          lastZ = training ? l0.sampleZ(rng) : l0.deterministicZ();
+        forwardMasks: (step, training): { masks: StructuredMasks } => {
+          // One draw per step: the micro-batches of a split batch share the masks, as the whole batch would.
+          if (training && noiseStep !== step) {
+            noise = l0.sampleNoise(rng);
+            noiseStep = step;
+          }
+          lastZ = training ? l0.sampleZWithNoise(noise!) : l0.deterministicZ();
           return { masks: toStructuredMasks(lastZ) };
         },
         extraLoss: (step) => {

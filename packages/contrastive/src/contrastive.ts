@@ -170,31 +170,50 @@ export class ContrastiveLoss implements DistillationLoss {
     }
   }
 
-  compute({ student, batch, labels }: LossInput): Record<string, Scalar> {
-    const banks = Object.entries(this.banks).filter(([, b]) => b !== undefined) as [string, Tensor3D][];
-    if (banks.length === 0) return {};
-    if (!batch.exampleIds) throw new Error('contrastive: batches carry no example ids (use a Dataset from loadDataset)');
-    const idx = batch.exampleIds.map((id) => {
+  /** A split step: the whole batch's representations (in-batch columns, constants), filled by `observe`. */
+  private whole: { batch: Batch; reps: Float32Array } | undefined;
+  /** The extra examples drawn for a split batch, per bank: its micro-batches share them. */
+  private drawn: { batch: Batch; extra: number[][] } | undefined;
+
+  observe({ student, batch, part }: LossInput): void {
+    if (!part) return;
+    if (this.whole?.batch !== part.whole) this.whole = { batch: part.whole, reps: new Float32Array(part.whole.batchSize * this.hidden) };
+    const reps = tf.tidy(() => representationOf(student, batch, this.representation).dataSync() as Float32Array);
+    this.whole.reps.set(reps, part.offset * this.hidden);
+  }
+
+  private rowsOf(ids: number[] | undefined): number[] {
+    if (!ids) throw new Error('contrastive: batches carry no example ids (use a Dataset from loadDataset)');
+    return ids.map((id) => {
       const row = this.rowOf.get(id);
       if (row === undefined) throw new Error(`contrastive: example ${id} is not in the representation banks (banks cover the training set)`);
       return row;
     });
+  }
+
+  compute({ student, batch, labels, part }: LossInput): Record<string, Scalar> {
+    const banks = Object.entries(this.banks).filter(([, b]) => b !== undefined) as [string, Tensor3D][];
+    if (banks.length === 0) return {};
+    const split = part !== undefined && this.whole?.batch === part.whole;
+    const idx = this.rowsOf(split ? part.whole.exampleIds : batch.exampleIds);
     const current = representationOf(student, batch, this.representation);
-    const batchLabels = labels ? (labels.dataSync() as Int32Array) : undefined;
-    const terms: Tensor[] = banks.map(([, bank]) => {
-      const reps = bank.shape[1];
-      const extra = Math.min(Math.floor(this.extraExamples / reps), this.rowOf.size);
-      return contrastiveLoss({
+    const batchLabels = split ? part.whole.labels : labels ? (labels.dataSync() as Int32Array) : undefined;
+    const whole = split ? { reps: tf.tensor2d(this.whole!.reps, [part.whole.batchSize, this.hidden]), offset: part.offset } : undefined;
+    const draw = () => banks.map(([, bank]) => this.sampler(this.rowOf.size, Math.min(Math.floor(this.extraExamples / bank.shape[1]), this.rowOf.size)));
+    const extra = part ? (this.drawn?.batch === part.whole ? this.drawn.extra : (this.drawn = { batch: part.whole, extra: draw() }).extra) : draw();
+    const terms: Tensor[] = banks.map(([, bank], b) =>
+      contrastiveLoss({
         current,
         bank,
         idx,
-        extraIdx: this.sampler(this.rowOf.size, extra),
+        extraIdx: extra[b]!,
         ...(batchLabels ? { labels: batchLabels, bankLabels: this.bankLabels } : {}),
         temperature: this.temperature,
         unsupervisedWeight: this.unsupervisedWeight,
         supervisedWeight: batchLabels ? this.supervisedWeight : 0,
-      });
-    });
+        ...(whole ? { whole } : {}),
+      }),
+    );
     return { contrastive: tf.addN(terms) as Scalar };
   }
 

@@ -5,16 +5,22 @@ export interface ContrastiveInput {
   current: Tensor2D;
   /** A representation bank `[examples, reps, hidden]` (normalised rows, no gradients). */
   bank: Tensor3D;
-  /** Bank rows of the batch's examples. */
+  /** Bank rows of the batch's examples (of the whole batch when `whole` is given). */
   idx: number[];
   /** Bank rows of the extra sampled examples. */
   extraIdx: number[];
-  /** Class ids of the batch and of every bank row (for the supervised term). */
+  /** Class ids of the batch (the whole batch with `whole`) and of every bank row (for the supervised term). */
   labels?: ArrayLike<number>;
   bankLabels?: ArrayLike<number>;
   temperature: number;
   unsupervisedWeight: number;
   supervisedWeight: number;
+  /**
+   * A micro-batch of a split batch: `current` holds rows `[offset, offset + current rows)` of the whole
+   * batch, whose representations (`reps`, `[batch, hidden]`, constants) are the in-batch columns. The
+   * loss is then this micro-batch's share of the whole batch's (the sum over the micro-batches is it).
+   */
+  whole?: { reps: Tensor2D; offset: number };
 }
 
 /** Identity forward, zero gradient: the batch's own representations enter as constants (`detach`). */
@@ -47,45 +53,55 @@ export function normalizeRows(x: Tensor2D): Tensor2D {
  */
 export function contrastiveLoss(i: ContrastiveInput): Scalar {
   return tf.tidy(() => {
-    const [bsz, hidden] = i.current.shape;
+    const [rows, hidden] = i.current.shape;
+    const bsz = i.idx.length;
+    const off = i.whole?.offset ?? 0;
     const reps = i.bank.shape[1];
-    if (i.idx.length !== bsz) throw new Error(`contrastiveLoss: idx has ${i.idx.length} entries, the batch ${bsz}`);
+    if (!i.whole && rows !== bsz) throw new Error(`contrastiveLoss: idx has ${i.idx.length} entries, the batch ${rows}`);
+    if (i.whole && (i.whole.reps.shape[0] !== bsz || off + rows > bsz)) throw new Error(`contrastiveLoss: rows ${off}..${off + rows} of a whole batch of ${i.whole.reps.shape[0]} representations and ${bsz} bank rows`);
     if (i.bank.shape[2] !== hidden) throw new Error(`contrastiveLoss: bank rows are ${i.bank.shape[2]} wide, representations ${hidden}`);
     // Columns: for each batch example, its current representation then its `reps` bank rows; then `reps` rows per extra example.
     const own = tf.gather(i.bank, i.idx); // [bsz, reps, hidden]
-    const batchCols = tf.concat([stopGradient(i.current).expandDims(1), own], 1).reshape([bsz * (reps + 1), hidden]);
+    const batchReps = i.whole ? i.whole.reps : stopGradient(i.current);
+    const batchCols = tf.concat([batchReps.expandDims(1), own], 1).reshape([bsz * (reps + 1), hidden]);
     const extraCols = i.extraIdx.length ? tf.gather(i.bank, i.extraIdx).reshape([i.extraIdx.length * reps, hidden]) : tf.zeros([0, hidden]);
     const cols = tf.concat([batchCols, extraCols], 0);
     const C = cols.shape[0]!;
     const colIdx: number[] = [];
     for (const id of i.idx) for (let r = 0; r <= reps; r++) colIdx.push(id);
     for (const id of i.extraIdx) for (let r = 0; r < reps; r++) colIdx.push(id);
-    const self = new Float32Array(bsz * C);
-    for (let b = 0; b < bsz; b++) self[b * C + b * (reps + 1)] = 1;
-    const selfT = tf.tensor2d(self, [bsz, C]);
+    // Each row's own column (its current representation), for the whole batch's rows.
+    const selfCol = (b: number) => b * (reps + 1);
+    const self = new Float32Array(rows * C);
+    for (let b = 0; b < rows; b++) self[b * C + selfCol(off + b)] = 1;
+    const selfT = tf.tensor2d(self, [rows, C]);
     let score = tf.matMul(i.current, cols, false, true).div(i.temperature);
     score = tf.add(tf.mul(score, tf.sub(1, selfT)), tf.mul(selfT, -1e6));
     const logProb = tf.logSoftmax(score, -1);
 
     const term = (rowKey: (b: number) => number, colKey: (c: number) => number, weight: number): Tensor => {
       if (weight === 0) return tf.scalar(0);
-      const pos = new Float32Array(bsz * C);
-      const posNum = new Float32Array(bsz);
+      // Positives of every row of the whole batch: the normalisation counts them all.
+      const pos = new Float32Array(rows * C);
+      const posNum = new Float32Array(rows);
+      let count = 0;
       for (let b = 0; b < bsz; b++) {
         const key = rowKey(b);
+        const mine = b >= off && b < off + rows;
         let n = 0;
         for (let c = 0; c < C; c++) {
           if (colKey(c) !== key) continue;
           n++;
-          if (self[b * C + c] !== 1) pos[b * C + c] = 1;
+          if (c === selfCol(b)) continue;
+          count++;
+          if (mine) pos[(b - off) * C + c] = 1;
         }
-        posNum[b] = n - 1; // positives other than itself
+        if (mine) posNum[b - off] = n - 1; // positives other than itself
       }
-      const masked = tf.mul(logProb, tf.tensor2d(pos, [bsz, C]));
+      const masked = tf.mul(logProb, tf.tensor2d(pos, [rows, C]));
       // The reference divides by the count of non-zero masked entries: the positives (a log-probability
       // is never exactly 0 with more than one column), counted here outside the tape.
-      const count = pos.reduce((a, v) => a + v, 0);
-      const perRow = tf.div(masked, tf.tensor2d(posNum, [bsz, 1]));
+      const perRow = tf.div(masked, tf.tensor2d(posNum, [rows, 1]));
       return tf.mul(tf.div(tf.sum(perRow), count), -weight);
     };
     const unsup = term((b) => i.idx[b]!, (c) => colIdx[c]!, i.unsupervisedWeight);

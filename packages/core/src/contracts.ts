@@ -40,6 +40,8 @@ export interface CriterionContext {
   loss?: (out: ForwardOutput, batch: Batch) => Scalar;
   teacher?: BertModel;
   control?: RunControl;
+  /** Examples per forward/backward pass (`training.microBatchSize`): criteria that take gradients sum them over micro-batches of a batch. */
+  microBatchSize?: number;
 }
 
 /**
@@ -84,6 +86,12 @@ export interface LossInput {
   /** Labels as a tensor, when the batch has them. */
   labels?: Tensor;
   step: number;
+  /**
+   * Set when the engine splits the step's batch into micro-batches (`training.microBatchSize`): `batch`
+   * is examples `[offset, offset + size)` of `whole`. The terms of a loss without `observe` are taken
+   * as means over `batch` and weighted by `size / whole.batchSize`.
+   */
+  part?: { offset: number; size: number; whole: Batch };
 }
 
 /** A loss term from student outputs, teacher outputs and the loss's own state (KD, layerwise, contrastive). */
@@ -93,6 +101,13 @@ export interface DistillationLoss {
   readonly needs?: { teacher?: boolean; hiddenStates?: boolean };
   /** Named terms; the engine sums them (each already weighted). */
   compute(input: LossInput): Record<string, Scalar>;
+  /**
+   * For losses that are not a mean over their examples (a layer matching chosen on the whole batch,
+   * in-batch negatives): when a batch is split, the engine calls `observe` on every micro-batch without
+   * a tape before the step's gradient passes, and `compute` then returns the micro-batch's share of the
+   * whole batch's terms (the engine sums them unweighted). Not called when the batch is whole.
+   */
+  observe?(input: LossInput): void;
   /** Hooks for losses with state across levels (contrastive snapshots). */
   onLevelEnd?(ctx: PruneContext, level: number): Promise<void>;
   onRunStart?(ctx: PruneContext): Promise<void>;
@@ -139,6 +154,12 @@ export interface TrainingOptions {
   maxGradNorm: number;
   maxLength: number;
   evalEvery?: number;
+  /**
+   * Examples per forward/backward pass: each batch is split into micro-batches of this size (the last
+   * takes the remainder) whose gradients are summed before the optimizer step, the same update as the
+   * whole batch. Unset: the whole batch (`runPruning`/`runFinetune` choose one that fits the backend's memory).
+   */
+  microBatchSize?: number;
 }
 
 export interface PruneResult {
@@ -152,6 +173,12 @@ export interface PruneResult {
 export interface Pruner {
   readonly id: string;
   run(ctx: PruneContext): Promise<PruneResult>;
+  /**
+   * Heap the method needs beyond a fine-tuning step of the same model (snapshots, mask scores, layer
+   * distillation), so that the automatic micro-batch leaves room for it: `fixedBytes` once, and
+   * `perExampleBytes` per example of a micro-batch at `seqLen` tokens.
+   */
+  memory?(model: BertModel, seqLen: number): { fixedBytes?: number; perExampleBytes?: number };
 }
 
 export interface ResolvePlugin {

@@ -19,9 +19,24 @@ export interface SparsityReport {
   remainingEncoderParams: number;
 }
 
+/** The micro-batch a run trains with (`training.microBatchSize`) and what it was sized for. */
+export interface MemoryPlan {
+  batchSize: number;
+  microBatchSize: number;
+  /** `config`: set by the user; `auto`: the largest that fits by the estimate; `whole`: no memory limit known. */
+  source: 'config' | 'auto' | 'whole';
+  /** The padded sequence length the estimate assumed (the longest training example, at most maxLength). */
+  seqLen: number;
+  /** The backend's memory limit (wasm's heap), null when it has none Topiary knows. */
+  limitBytes: number | null;
+  /** The estimated peak of a step at the chosen micro-batch. */
+  estimatedStepBytes: number | null;
+  params: number;
+}
+
 /** Everything a run reports, as a union on `type`; `--json` prints these as NDJSON. */
 export type RunEvent =
-  | { type: 'run-started'; method: string; backend: string; /** Kernels Topiary replaced on the backend. */ kernels?: string[]; totalSteps: number; time: string }
+  | { type: 'run-started'; method: string; backend: string; /** Kernels Topiary replaced on the backend. */ kernels?: string[]; totalSteps: number; time: string; /** Examples per forward/backward pass, how it was chosen and the memory it was sized for. */ memory?: MemoryPlan }
   | { type: 'epoch-started'; epoch: number; phase?: string }
   | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: LossTerms; learningRate: number; phase?: string }
   | { type: 'evaluated'; step: number; metrics: Metrics; phase?: string; label?: string }

@@ -58,7 +58,7 @@ export type {
 } from './contracts.js';
 
 export { createRun, RunAborted } from './events.js';
-export type { LossTerms, Metrics, RunControl, RunEvent, RunEventType, RunFailure, SparsityReport } from './events.js';
+export type { LossTerms, MemoryPlan, Metrics, RunControl, RunEvent, RunEventType, RunFailure, SparsityReport } from './events.js';
 
 export { PluginError, componentDefinitions, pluginOf, provide, registerPlugins } from './plugins/plugin.js';
 export type { PluginFactory, TopiaryPlugin } from './plugins/plugin.js';
@@ -78,6 +78,8 @@ export type { KdOptions } from './engine/losses.js';
 export { classificationMetrics, evaluate } from './engine/evaluate.js';
 export type { EvaluateOptions } from './engine/evaluate.js';
 export { budgetSteps, trainLoop } from './engine/train.js';
+export { MemoryLimitError, MemoryMonitor, STEP_MEMORY, WASM_HEAP_LIMIT, backendMemoryLimit, chooseMicroBatch, configParamCount, estimateStepBytes, formatBytes, isWasmFailure, memoryFailure, planMicroBatch, splitBatch, wasmHeapBytes } from './engine/micro.js';
+export type { BatchPart, StepMemoryInput } from './engine/micro.js';
 export type { TrainLoopOptions, TrainLoopResult } from './engine/train.js';
 export { DEFAULT_TRAINING, disposeInputs, loadRunInputs, runFinetune, runInputPaths, runPruning, saveRunCheckpoint } from './engine/run.js';
 export type { DataSpec, FinetuneSpec, RunInputs, RunOptions, RunSpec } from './engine/run.js';

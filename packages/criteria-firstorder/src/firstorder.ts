@@ -3,6 +3,7 @@ import {
   groupKey,
   kdLoss,
   normalizePerLayer,
+  splitBatch,
   tf,
   type Batch,
   type CriterionContext,
@@ -73,32 +74,42 @@ export class FirstOrderCriterion implements ImportanceCriterion {
     for (const batch of ctx.batches()) {
       if (n++ >= this.maxBatches) break;
       ctx.control?.checkpoint();
-      tf.tidy(() => {
-        const { masks: fixed, weightMasks } = masks.toTensors();
-        if (wantStructures) {
-          const headT = masks.headMask.map((m) => tf.tensor1d(m));
-          const neuronT = masks.neuronMask.map((m) => tf.tensor1d(m));
-          const f = (...xs: Tensor[]) => {
-            const out = model.forward(batch, { masks: { ...fixed, headMask: xs.slice(0, L), neuronMask: xs.slice(L) }, weightMasks });
-            return this.lossOf(ctx, out, batch);
-          };
-          const grads = tf.grads(f)([...headT, ...neuronT]);
-          grads.forEach((g, i) => {
-            const v = g.abs().dataSync();
-            const acc = i < L ? head[i]! : neuron[i - L]!;
-            for (let j = 0; j < v.length; j++) acc[j]! += v[j]!;
-          });
-        }
-        if (weightNames.length > 0) {
-          const vars = weightNames.map((nm) => model.params.get(nm)!);
-          const { grads } = tf.variableGrads(() => this.lossOf(ctx, model.forward(batch, { masks: fixed, weightMasks }), batch), vars);
-          for (const nm of weightNames) {
-            const v = grads[model.params.get(nm)!.name]!.mul(model.params.get(nm)!).abs().dataSync();
-            const acc = weight.get(nm)!;
-            for (let j = 0; j < v.length; j++) acc[j]! += v[j]!;
+      // A batch's gradient, summed over its micro-batches by their share of the examples (the loss is a
+      // batch mean), then its absolute value: the same score as the whole batch.
+      const parts = splitBatch(batch, Math.min(ctx.microBatchSize ?? batch.batchSize, batch.batchSize));
+      const w = (size: number) => (parts.length > 1 ? size / batch.batchSize : 1);
+      const headG = head.map((a) => new Float64Array(a.length));
+      const neuronG = neuron.map((a) => new Float64Array(a.length));
+      const weightG = new Map(weightNames.map((nm) => [nm, new Float64Array(weight.get(nm)!.length)]));
+      const add = (into: Float64Array, v: ArrayLike<number>, k: number) => {
+        for (let j = 0; j < v.length; j++) into[j]! += k * v[j]!;
+      };
+      for (const { batch: part, size } of parts) {
+        tf.tidy(() => {
+          const { masks: fixed, weightMasks } = masks.toTensors();
+          if (wantStructures) {
+            const headT = masks.headMask.map((m) => tf.tensor1d(m));
+            const neuronT = masks.neuronMask.map((m) => tf.tensor1d(m));
+            const f = (...xs: Tensor[]) => {
+              const out = model.forward(part, { masks: { ...fixed, headMask: xs.slice(0, L), neuronMask: xs.slice(L) }, weightMasks });
+              return this.lossOf(ctx, out, part);
+            };
+            const grads = tf.grads(f)([...headT, ...neuronT]);
+            grads.forEach((g, i) => add(i < L ? headG[i]! : neuronG[i - L]!, g.dataSync(), w(size)));
           }
-        }
-      });
+          if (weightNames.length > 0) {
+            const vars = weightNames.map((nm) => model.params.get(nm)!);
+            const { grads } = tf.variableGrads(() => this.lossOf(ctx, model.forward(part, { masks: fixed, weightMasks }), part), vars);
+            for (const nm of weightNames) add(weightG.get(nm)!, grads[model.params.get(nm)!.name]!.mul(model.params.get(nm)!).dataSync(), w(size));
+          }
+        });
+      }
+      const addAbs = (into: Float64Array, g: Float64Array) => {
+        for (let j = 0; j < g.length; j++) into[j]! += Math.abs(g[j]!);
+      };
+      headG.forEach((g, l) => addAbs(head[l]!, g));
+      neuronG.forEach((g, l) => addAbs(neuron[l]!, g));
+      for (const nm of weightNames) addAbs(weight.get(nm)!, weightG.get(nm)!);
     }
     if (n === 0) throw new Error('first-order: no batches to score on');
     let headScores: Float32Array[] = head.map((a) => Float32Array.from(a));

@@ -108,6 +108,12 @@ export class MovementPruner implements Pruner {
   readonly id = 'movement';
   constructor(private readonly defaults: MovementOptions = {}) {}
 
+  /** Per encoder weight: its score, the score's gradient, the step's mask and the masked weight (16 bytes). */
+  memory(model: BertModel): { fixedBytes: number } {
+    const weights = encoderLinearNames(model.config).reduce((a, n) => a + (model.params.get(`${n}.weight`)?.size ?? 0), 0);
+    return { fixedBytes: 16 * weights };
+  }
+
   async run(ctx: PruneContext): Promise<PruneResult> {
     const o = { ...this.defaults, ...(ctx.options as MovementOptions) };
     const mode = o.mode ?? 'topk';
@@ -139,12 +145,20 @@ export class MovementPruner implements Pruner {
       const s = t.scores!.dataSync();
       return mode === 'topk' ? topKMask(s, threshold) : thresholdMask(s, threshold, true);
     };
-    const ste = (t: Target, threshold: number): Tensor => straightThrough(t.scores!, () => binarize(t, threshold));
+    // The masks of a step, once: its micro-batches (and an evaluation before it) see the same scores and weights.
+    let cached: { step: number; masks: Map<Target, Float32Array> } | undefined;
+    const binarizeAt = (t: Target, threshold: number, step: number): Float32Array => {
+      if (cached?.step !== step) cached = { step, masks: new Map() };
+      let m = cached.masks.get(t);
+      if (!m) cached.masks.set(t, (m = binarize(t, threshold)));
+      return m;
+    };
+    const ste = (t: Target, threshold: number, step: number): Tensor => straightThrough(t.scores!, () => binarizeAt(t, threshold, step));
     const weightMasksAt = (step: number): WeightMasks => {
       const { threshold } = scheduleThreshold(step, schedule);
       const out: WeightMasks = {};
       for (const t of targets) {
-        const m = mode === 'magnitude' ? tf.tensor2d(binarize(t, threshold), t.grid) : ste(t, threshold);
+        const m = mode === 'magnitude' ? tf.tensor2d(binarizeAt(t, threshold, step), t.grid) : ste(t, threshold, step);
         out[`${t.name}`] = expand(m, t);
       }
       return out;

@@ -1,4 +1,4 @@
-import { crossEntropy, tf, type Batch, type BertModel, type RunControl, type Tensor } from '@topiary/core';
+import { crossEntropy, splitBatch, tf, type Batch, type BertModel, type RunControl, type Tensor } from '@topiary/core';
 
 /**
  * Gradients of the task loss with respect to all-ones head and neuron masks, one row per batch: per
@@ -14,23 +14,37 @@ export interface MaskGrads {
  * The reference's `collect_mask_grads`: for each batch, the gradient of the mean cross-entropy (model in
  * evaluation mode, no dropout) with respect to every layer's head mask and neuron mask at 1.
  */
-export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, control?: RunControl): MaskGrads {
+export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, control?: RunControl, microBatchSize?: number): MaskGrads {
   const c = model.config;
   const L = c.numHiddenLayers;
   const rows: { heads: Float32Array[]; neurons: Float32Array[] }[] = [];
   for (const batch of batches) {
     control?.checkpoint();
     if (!batch.labels) throw new Error('retraining-free: the sample batches need labels (the Fisher information is of the task loss)');
-    const grads = tf.tidy(() => {
-      const labels = tf.tensor1d(batch.labels!, 'int32');
-      const f = (...ms: Tensor[]) => {
-        const out = model.forward(batch, { masks: { headMask: ms.slice(0, L), neuronMask: ms.slice(L) } });
-        return crossEntropy(out.logits!, labels);
-      };
-      const ones = [...c.layerHeads.map((a) => tf.ones([a])), ...c.layerIntermediate.map((i) => tf.ones([i]))];
-      return tf.grads(f)(ones).map((g) => g.dataSync() as Float32Array);
-    });
-    rows.push({ heads: grads.slice(0, L), neurons: grads.slice(L) });
+    // A batch's gradient, summed over its micro-batches by their share of the examples (the loss is a batch mean).
+    const parts = splitBatch(batch, Math.min(microBatchSize ?? batch.batchSize, batch.batchSize));
+    let grads: Float32Array[] | undefined;
+    for (const { batch: part, size } of parts) {
+      const g = tf.tidy(() => {
+        const labels = tf.tensor1d(part.labels!, 'int32');
+        const f = (...ms: Tensor[]) => {
+          const out = model.forward(part, { masks: { headMask: ms.slice(0, L), neuronMask: ms.slice(L) } });
+          return crossEntropy(out.logits!, labels);
+        };
+        const ones = [...c.layerHeads.map((a) => tf.ones([a])), ...c.layerIntermediate.map((i) => tf.ones([i]))];
+        return tf.grads(f)(ones).map((g) => g.dataSync() as Float32Array);
+      });
+      if (parts.length === 1) grads = g;
+      else {
+        const k = size / batch.batchSize;
+        grads ??= g.map((a) => new Float32Array(a.length));
+        g.forEach((a, i) => {
+          const into = grads![i]!;
+          for (let j = 0; j < a.length; j++) into[j]! += k * a[j]!;
+        });
+      }
+    }
+    rows.push({ heads: grads!.slice(0, L), neurons: grads!.slice(L) });
   }
   const stack = (size: number, pick: (r: (typeof rows)[number]) => Float32Array) => {
     const out = new Float32Array(rows.length * size);

@@ -97,7 +97,7 @@ export class RetrainingFreePruner implements Pruner {
     const batches = sampleBatches(ctx.train, samples, batchSize, ctx.seed);
     control.emit({ type: 'log', message: `retraining-free: ${Math.min(samples, ctx.train.size)} samples in ${batches.length} batches, MACs at ${seqLen} tokens` });
 
-    const grads = collectMaskGrads(model, batches, control);
+    const grads = collectMaskGrads(model, batches, control, ctx.training.microBatchSize);
     const headImportance = grads.heads.map((g) => fisherInformation(g, grads.batches));
     const neuronImportance = grads.neurons.map((g) => fisherInformation(g, grads.batches));
     lap('fisherSeconds');

@@ -286,7 +286,7 @@ export function accelerateWasm(
 }
 
 /** The fused kernels `native-kernels.ts` provides (registered only with the native addon). */
-export const FUSED_KERNEL_NAMES = ['TopiaryLinear', 'TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiaryDropoutMask', 'TopiaryAttention', 'TopiaryAttentionGrad', 'TopiarySumSquares', 'TopiaryAdamW'];
+export const FUSED_KERNEL_NAMES = ['TopiaryLinear', 'TopiaryGelu', 'TopiaryGeluGrad', 'TopiaryLayerNorm', 'TopiaryLayerNormGrad', 'TopiarySoftmax', 'TopiarySoftmaxGrad', 'TopiaryDropout', 'TopiaryDropoutMask', 'TopiaryAttention', 'TopiaryAttentionGrad', 'TopiarySumSquares', 'TopiaryAdamW', 'TopiaryAdamWOffHeap'];
 
 /** Kernels replaced on wasm: the original (to restore) and the replacement. */
 const replaced = new Map<string, { original: KernelFunc; kernelFunc: KernelFunc }>();

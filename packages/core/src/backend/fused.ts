@@ -184,3 +184,14 @@ export function fusedAdamW(p: Tensor, g: Tensor, m: Tensor, v: Tensor, h: AdamWS
   if ([p, g, m, v].some((t) => t.dtype !== 'float32' || t.size !== p.size) || !available('TopiaryAdamW')) return undefined;
   return run('TopiaryAdamW', { p, g, m, v }, { ...h }) as [Tensor, Tensor, Tensor];
 }
+
+/** Whether `fusedAdamWOffHeap` can run (the native addon on wasm). */
+export function offHeapAdamWAvailable(): boolean {
+  return available('TopiaryAdamWOffHeap');
+}
+
+/** One AdamW update of a parameter whose moments `m`, `v` live in JS memory (updated in place): returns the new parameter. */
+export function fusedAdamWOffHeap(p: Tensor, g: Tensor, m: Float32Array, v: Float32Array, h: AdamWStep): Tensor | undefined {
+  if (p.dtype !== 'float32' || g.dtype !== 'float32' || g.size !== p.size || m.length !== p.size || v.length !== p.size || !available('TopiaryAdamWOffHeap')) return undefined;
+  return run('TopiaryAdamWOffHeap', { p, g }, { ...h, m, v } as unknown as tf.NamedAttrMap) as Tensor;
+}

@@ -284,5 +284,15 @@ export function fusedKernels(native: NativeFused): Record<string, KernelFunc> {
       native.adamw(view(wasm, p), view(wasm, g), view(wasm, m), view(wasm, v), view(wasm, p2), view(wasm, m2), view(wasm, v2), h.lr, h.beta1, h.beta2, h.eps, h.bc1, h.bc2, h.decay, h.sign);
       return [p2, m2, v2];
     },
+    // The same update with the moments in JS memory (attrs `m`, `v`, updated in place: the kernel
+    // reads each element before writing it), so that they take no room on the 4 GB heap.
+    TopiaryAdamWOffHeap: ({ inputs, backend, attrs }) => {
+      const { p, g } = inputs as Record<'p' | 'g', Info>;
+      const h = attrs as unknown as { m: Float32Array; v: Float32Array; lr: number; beta1: number; beta2: number; eps: number; bc1: number; bc2: number; decay: number; sign: number };
+      const wasm = wasmOf(backend);
+      const p2 = wasm.makeOutput(p.shape, 'float32');
+      native.adamw(view(wasm, p), view(wasm, g), h.m, h.v, view(wasm, p2), h.m, h.v, h.lr, h.beta1, h.beta2, h.eps, h.bc1, h.bc2, h.decay, h.sign);
+      return p2;
+    },
   };
 }

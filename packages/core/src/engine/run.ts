@@ -21,6 +21,8 @@ import { activeBackend } from '../backend/backend.js';
 import { evaluate } from './evaluate.js';
 import { budgetSteps, trainLoop } from './train.js';
 import { CrossEntropyLoss } from './losses.js';
+import { MemoryMonitor, formatBytes, memoryFailure, planMicroBatch } from './micro.js';
+import type { MemoryPlan } from '../events.js';
 
 export interface DataSpec extends ReadOptions {
   train: string;
@@ -207,6 +209,19 @@ function interrupted(err: unknown, control: RunControl, checkpoints: RunCheckpoi
  */
 export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: AbortSignal, opts: RunOptions = {}): Observable<RunEvent> {
   return createRun(async (control) => {
+    const monitor = new MemoryMonitor();
+    let plan: MemoryPlan | undefined;
+    let student: BertModel | undefined;
+    try {
+      await pruneRun(control, (p, m) => ((plan = p), (student = m)), monitor);
+    } catch (err) {
+      throw memoryFailure(err, student, plan);
+    } finally {
+      monitor.stop();
+    }
+  }, signal);
+
+  async function pruneRun(control: RunControl, planned: (plan: MemoryPlan, model: BertModel) => void, monitor: MemoryMonitor): Promise<void> {
     const started = Date.now();
     const backend = activeBackend()?.name ?? 'unknown';
     const pruner = resolve.pruner(spec.method, {});
@@ -219,7 +234,10 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
     try {
       const { model, teacher, train, dev } = inputs;
       const total = budgetSteps(spec.training, train.size);
-      control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: total, time: new Date(started).toISOString() });
+      const plan = planMicroBatch({ model, ...(teacher ? { teacher } : {}), train, training: spec.training, ...(pruner.memory ? { extra: (seqLen: number) => pruner.memory!(model, seqLen) } : {}) });
+      planned(plan, model);
+      control.emit({ type: 'run-started', method: spec.method, backend, kernels: activeBackend()?.accelerated ?? [], totalSteps: total, time: new Date(started).toISOString(), memory: plan });
+      emitPlan(control, plan);
       const teacherAccuracy = teacher ? evaluate(teacher, dev, { batchSize: 128 }).accuracy : undefined;
       if (teacherAccuracy !== undefined) control.emit({ type: 'log', message: `teacher dev accuracy ${(100 * teacherAccuracy).toFixed(2)}%` });
       await fs.mkdir(spec.out, { recursive: true });
@@ -245,7 +263,8 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
         resolve,
         options: { ...spec.options, ...(spec.targetSparsity !== undefined ? { targetSparsity: spec.targetSparsity } : {}) },
         seed: spec.seed,
-        training: spec.training,
+        // The chosen micro-batch goes to the pruner, not into the config a checkpoint records.
+        training: { ...spec.training, microBatchSize: plan.microBatchSize },
         out: spec.out,
         modelDir: spec.model,
         checkpoints,
@@ -304,6 +323,7 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
           wallSeconds: (Date.now() - started) / 1000,
           backend,
           kernels: activeBackend()?.accelerated ?? [],
+          memory: memoryReport(plan, monitor),
         };
         await writeFileAtomic(path.join(spec.out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
         control.emit({ type: 'run-completed', metrics: report, wallSeconds: report.wallSeconds });
@@ -314,7 +334,30 @@ export function runPruning(spec: RunSpec, resolve: ResolvePlugin, signal?: Abort
     } finally {
       disposeInputs(inputs);
     }
-  }, signal);
+  }
+}
+
+/** Says which micro-batch the run trains with and why (the CLI shows it). */
+function emitPlan(control: RunControl, plan: MemoryPlan): void {
+  const est = plan.estimatedStepBytes !== null && plan.limitBytes !== null ? ` (estimated step peak ${formatBytes(plan.estimatedStepBytes)} of the ${formatBytes(plan.limitBytes)} heap)` : '';
+  const how = plan.source === 'config' ? 'as configured' : plan.source === 'auto' ? (plan.microBatchSize < plan.batchSize ? 'chosen to fit the heap' : 'the whole batch fits') : 'no memory limit known';
+  control.emit({ type: 'log', message: `micro-batch ${plan.microBatchSize} of batch ${plan.batchSize} x ${plan.seqLen} tokens, ${how}${est}` });
+  if (plan.source === 'config' && plan.estimatedStepBytes !== null && plan.limitBytes !== null && plan.estimatedStepBytes > plan.limitBytes) {
+    control.emit({ type: 'warning', message: `micro-batch ${plan.microBatchSize} may not fit: a step is estimated at ${formatBytes(plan.estimatedStepBytes)}, the heap holds ${formatBytes(plan.limitBytes)} (leave --micro-batch-size unset to size it automatically)` });
+  }
+}
+
+/** Memory figures of a run (report.json, run-completed): the micro-batch and the sampled peaks. */
+function memoryReport(plan: MemoryPlan, monitor: MemoryMonitor): Record<string, unknown> {
+  monitor.sample();
+  return {
+    microBatchSize: plan.microBatchSize,
+    microBatchSource: plan.source,
+    estimatedStepBytes: plan.estimatedStepBytes,
+    limitBytes: plan.limitBytes,
+    peakHeapBytes: plan.limitBytes === null ? null : monitor.peakHeapBytes,
+    peakRssBytes: monitor.peakRssBytes,
+  };
 }
 
 export interface FinetuneSpec {
@@ -338,6 +381,19 @@ export interface FinetuneSpec {
  */
 export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunOptions = {}): Observable<RunEvent> {
   return createRun(async (control) => {
+    const monitor = new MemoryMonitor();
+    let plan: MemoryPlan | undefined;
+    let student: BertModel | undefined;
+    try {
+      await finetuneRun(control, (p, m) => ((plan = p), (student = m)), monitor);
+    } catch (err) {
+      throw memoryFailure(err, student, plan);
+    } finally {
+      monitor.stop();
+    }
+  }, signal);
+
+  async function finetuneRun(control: RunControl, planned: (plan: MemoryPlan, model: BertModel) => void, monitor: MemoryMonitor): Promise<void> {
     const started = Date.now();
     const config = configOf(spec);
     const resumed = opts.resume ? await resumable(spec, config, spec.out) : undefined;
@@ -345,7 +401,10 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
     const inputs = await loadRunInputs(spec);
     try {
       const { model, train, dev } = inputs;
-      control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString() });
+      const plan = planMicroBatch({ model, train, training: spec.training });
+      planned(plan, model);
+      control.emit({ type: 'run-started', method: 'finetune', backend: activeBackend()?.name ?? 'unknown', kernels: activeBackend()?.accelerated ?? [], totalSteps: budgetSteps(spec.training, train.size), time: new Date(started).toISOString(), memory: plan });
+      emitPlan(control, plan);
       if (resumed) {
         await restoreModel(model, resumed.dir);
         control.emit({ type: 'log', message: `resuming from ${resumed.dir} (step ${resumed.state.step})` });
@@ -370,7 +429,7 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
           train,
           dev,
           losses: [new CrossEntropyLoss()],
-          training: spec.training,
+          training: { ...spec.training, microBatchSize: plan.microBatchSize },
           seed: spec.seed,
           control,
           ...(spec.evalEvery ? { evalEvery: spec.evalEvery } : {}),
@@ -384,12 +443,12 @@ export function runFinetune(spec: FinetuneSpec, signal?: AbortSignal, opts: RunO
       await saveBert(model, spec.out, { tokenizerFrom: spec.model, ...(spec.force ? { force: true } : {}) });
       control.emit({ type: 'checkpoint-saved', step: res.steps, path: spec.out });
       const wallSeconds = (Date.now() - started) / 1000;
-      const metrics = { accuracy: res.metrics?.accuracy ?? null, macroF1: res.metrics?.macroF1 ?? null, steps: res.steps, trainExamples: train.size, wallSeconds };
+      const metrics = { accuracy: res.metrics?.accuracy ?? null, macroF1: res.metrics?.macroF1 ?? null, steps: res.steps, trainExamples: train.size, wallSeconds, memory: memoryReport(plan, monitor) };
       control.emit({ type: 'run-completed', metrics, wallSeconds });
     } finally {
       disposeInputs(inputs);
     }
-  }, signal);
+  }
 }
 
 /** Sparsity of a reshaped result (`result` with its masks, `own`) against the run's input model (`input`, `base`). */

@@ -52,13 +52,13 @@ describe('training engine', () => {
     expect(losses[0]).toEqual(losses[1]);
   });
 
-  it('an aborted loop saves at the step boundary and a resumed one ends bit for bit as the uninterrupted one (mid-epoch, dropout on)', async () => {
+  it.each([['the whole batch', undefined], ['micro-batches of 3 (3 + 3 + 2)', 3]])('an aborted loop saves at the step boundary and a resumed one ends bit for bit as the uninterrupted one (mid-epoch, dropout on, %s)', async (_, micro) => {
     const dir = modelDir('bert-tiny-wordnet-supersense');
     const tok = await loadTokenizer(dir);
     const labels = (await loadBert(dir).then((m) => { const l = m.config.id2label; m.dispose(); return l; }));
     // 40 examples in batches of 8: 12 steps span three shuffled epochs; the abort falls inside the second.
     const train = await loadDataset(path.join(SHARED, 'datasets/wordnet-supersense/dev.jsonl'), tok, { limit: 40, labels, maxLength: 32 });
-    const opts = { train, losses: [new CrossEntropyLoss()], training: { ...training, maxSteps: 12 }, seed: 7, phase: 'test' };
+    const opts = { train, losses: [new CrossEntropyLoss()], training: { ...training, maxSteps: 12, ...(micro ? { microBatchSize: micro } : {}) }, seed: 7, phase: 'test' };
     const weights = (m: { params: Map<string, tf.Variable> }) => new Map([...m.params].map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
     const stepLosses = (events: RunEvent[]) => new Map(events.flatMap((e) => (e.type === 'step' ? [[e.step, e.loss.total] as const] : [])));
 
@@ -131,6 +131,31 @@ describe('training engine', () => {
     opt.dispose();
     p.dispose();
     g.dispose();
+  });
+
+  it('AdamW with its moments in JS memory updates as with them on the heap, bit for bit, and saves and restores them', () => {
+    const run = (offHeap: boolean) => {
+      const p = tf.variable(tf.tensor1d([1, -2, 0.5, 3]));
+      const q = tf.variable(tf.tensor1d([0.1, 0.2]));
+      const opt = new AdamW([{ variables: [p], learningRate: 0.1, weightDecay: 0.5 }, { variables: [q], learningRate: 0.05, weightDecay: 0, ascent: true }], 0.9, 0.999, 1e-8, offHeap);
+      expect(opt.offHeap).toBe(offHeap);
+      for (let s = 0; s < 3; s++) {
+        tf.tidy(() => opt.apply(new Map([[p, tf.tensor1d([0.5, 0.25, -s, 1e-3])], [q, tf.tensor1d([s, -1])]]), 0.5 + s / 4));
+      }
+      const state = opt.state();
+      const out = { p: Array.from(p.dataSync()), q: Array.from(q.dataSync()), m: Array.from(state.tensors.get('m.0')!.data), v: Array.from(state.tensors.get('v.1')!.data) };
+      // A fresh optimizer restored from the state continues identically.
+      const again = new AdamW(opt.groups, 0.9, 0.999, 1e-8, offHeap);
+      again.restore(state);
+      expect(Array.from(again.state().tensors.get('m.0')!.data)).toEqual(out.m);
+      for (const o of [opt, again]) o.dispose();
+      p.dispose();
+      q.dispose();
+      return out;
+    };
+    // Without the native addon there is no off-heap path to compare.
+    if (!new AdamW([]).offHeap && !tf.getKernel('TopiaryAdamWOffHeap', tf.getBackend())) return;
+    expect(run(true)).toEqual(run(false));
   });
 
   it('defaults the fine-tuning learning rate from the hidden size: 1e-3 up to 256, lower for wider models', () => {

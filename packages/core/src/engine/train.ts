@@ -1,5 +1,5 @@
 import { tf, type Scalar, type Tensor } from '../tf.js';
-import type { BertModel, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from '../model/bert.js';
+import type { Batch, BertModel, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from '../model/bert.js';
 import type { Dataset } from '../data/dataset.js';
 import type { DistillationLoss, TrainingOptions } from '../contracts.js';
 import type { LossTerms, Metrics, RunControl } from '../events.js';
@@ -7,6 +7,7 @@ import { Rng } from '../model/ops.js';
 import { AdamW, clipByGlobalNorm, decays, linearSchedule, type ParamGroup } from './optimizer.js';
 import { evaluate } from './evaluate.js';
 import type { RunCheckpoints } from './checkpoint.js';
+import { splitBatch, type BatchPart } from './micro.js';
 
 export interface TrainLoopOptions {
   model: BertModel;
@@ -18,11 +19,14 @@ export interface TrainLoopOptions {
   training: TrainingOptions;
   seed: number;
   control: RunControl;
-  /** Masks for the student's forward pass at `step` (may depend on trainable mask variables). */
+  /**
+   * Masks for the student's forward pass at `step` (may depend on trainable mask variables). Called
+   * once per micro-batch: it must give a step's micro-batches the same masks (draw any noise once a step).
+   */
   forwardMasks?: (step: number, training: boolean) => { masks?: StructuredMasks; weightMasks?: WeightMasks };
   /** Extra trainable groups (mask scores, log-alphas, Lagrange multipliers) with their own rates. */
   extraGroups?: ParamGroup[];
-  /** Extra loss terms at `step` (regularizers, Lagrangian). */
+  /** Extra loss terms at `step` (regularizers, Lagrangian): added once a step, with the first micro-batch. */
   extraLoss?: (step: number) => Record<string, Scalar>;
   /** Which model parameters train (default: all). */
   trainable?: (name: string) => boolean;
@@ -65,8 +69,10 @@ export function budgetSteps(training: TrainingOptions, examples: number): number
 /**
  * The training loop every method shares: batches shuffled by seed, forward (dropout on), the summed
  * loss terms, gradients of the model's trainable parameters and any extra groups, global-norm
- * clipping, AdamW with linear warm-up/decay, then hooks. Each step is one `tf.tidy`; the loop stops at
- * a step boundary when the run is aborted.
+ * clipping, AdamW with linear warm-up/decay, then hooks. With `training.microBatchSize` each batch is
+ * split and its gradients summed over the micro-batches (the whole batch's update; see
+ * `DistillationLoss.observe`). Each micro-batch and the update are one `tf.tidy` each; the loop stops
+ * at a step boundary when the run is aborted.
  */
 export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const { model, train, training, control } = o;
@@ -93,6 +99,8 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const rng = new Rng(o.seed);
   const needsTeacher = o.teacher !== undefined && o.losses.some((l) => l.needs?.teacher);
   const teacherHidden = o.losses.some((l) => l.needs?.hiddenStates);
+  // Examples per forward/backward pass; each batch's gradients are summed over its micro-batches.
+  const micro = training.microBatchSize;
   let step = 0;
   let epoch = 0;
   /** Batches of the current epoch already trained on (resume skips them: same data order). */
@@ -155,46 +163,89 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         const globalStep = offset + step;
         const scale = linearSchedule(step, warmup, total);
         const terms: Record<string, number> = {};
-        tf.tidy(() => {
-          const labels = batch.labels ? tf.tensor1d(batch.labels, 'int32') : undefined;
-          let teacherOut: ForwardOutput | undefined;
-          if (needsTeacher) teacherOut = o.teacher!.forward(batch, { outputHiddenStates: teacherHidden });
-          const kept: Record<string, Scalar> = {};
-          const { value, grads } = tf.variableGrads(() => {
-            const fm = o.forwardMasks?.(globalStep, true) ?? {};
-            const student = model.forward(batch, { ...fm, training: true, rng, outputHiddenStates: teacherHidden });
-            const parts: Record<string, Scalar> = {};
-            for (const loss of o.losses) {
-              Object.assign(parts, loss.compute({ student, ...(teacherOut ? { teacher: teacherOut } : {}), batch, ...(labels ? { labels } : {}), step: globalStep }));
-            }
-            Object.assign(parts, o.extraLoss?.(globalStep) ?? {});
-            const list = Object.values(parts);
-            if (list.length === 0) throw new Error('training: no loss terms (configure at least one loss)');
-            for (const [k, v] of Object.entries(parts)) kept[k] = tf.keep(v);
-            return tf.addN(list) as Scalar;
-          }, varList);
-          const lossValue = value.dataSync()[0]!;
+        const parts = splitBatch(batch, Math.min(micro ?? batch.batchSize, batch.batchSize));
+        const split = parts.length > 1;
+        const partOf = (p: BatchPart) => (split ? { part: { offset: p.offset, size: p.size, whole: p.whole } } : {});
+        const labelsOf = (b: Batch) => (b.labels ? tf.tensor1d(b.labels, 'int32') : undefined);
+        // Losses that see the whole batch (a matching or negatives chosen on it) observe every
+        // micro-batch first, without a tape; the dropout draws are replayed for the gradient passes.
+        const observers = split ? o.losses.filter((l) => l.observe) : [];
+        if (observers.length > 0) {
+          const position = rng.position;
+          for (const p of parts) {
+            tf.tidy(() => {
+              const labels = labelsOf(p.batch);
+              const teacherOut = needsTeacher ? o.teacher!.forward(p.batch, { outputHiddenStates: teacherHidden }) : undefined;
+              const fm = o.forwardMasks?.(globalStep, true) ?? {};
+              const student = model.forward(p.batch, { ...fm, training: true, rng, outputHiddenStates: teacherHidden });
+              for (const l of observers) l.observe!({ student, ...(teacherOut ? { teacher: teacherOut } : {}), batch: p.batch, ...(labels ? { labels } : {}), step: globalStep, ...partOf(p) });
+            });
+          }
+          rng.position = position;
+        }
+        // Gradients summed over the micro-batches (one when the batch is not split), kept across their tidies.
+        const summed = new Map<tf.Variable, Tensor>();
+        let lossValue = 0;
+        try {
+          for (const [i, p] of parts.entries()) {
+            tf.tidy(() => {
+              const labels = labelsOf(p.batch);
+              // The teacher's outputs live for one micro-batch.
+              const teacherOut: ForwardOutput | undefined = needsTeacher ? o.teacher!.forward(p.batch, { outputHiddenStates: teacherHidden }) : undefined;
+              const kept: Record<string, Scalar> = {};
+              const { value, grads } = tf.variableGrads(() => {
+                const fm = o.forwardMasks?.(globalStep, true) ?? {};
+                const student = model.forward(p.batch, { ...fm, training: true, rng, outputHiddenStates: teacherHidden });
+                const terms: Record<string, Scalar> = {};
+                for (const loss of o.losses) {
+                  const out = loss.compute({ student, ...(teacherOut ? { teacher: teacherOut } : {}), batch: p.batch, ...(labels ? { labels } : {}), step: globalStep, ...partOf(p) });
+                  // Terms are means over the batch: a micro-batch's counts by its share of the examples,
+                  // except for losses that observed the whole batch (they return their share themselves).
+                  for (const [k, v] of Object.entries(out)) terms[k] = split && !loss.observe ? (tf.mul(v, p.size / batch.batchSize) as Scalar) : v;
+                }
+                // Regularizers (CoFi's Lagrangian, soft movement's L1) belong to the step, not to a micro-batch.
+                if (i === 0) Object.assign(terms, o.extraLoss?.(globalStep) ?? {});
+                const list = Object.values(terms);
+                if (list.length === 0) throw new Error('training: no loss terms (configure at least one loss)');
+                for (const [k, v] of Object.entries(terms)) kept[k] = tf.keep(v);
+                return tf.addN(list) as Scalar;
+              }, varList);
+              lossValue += value.dataSync()[0]!;
+              for (const v of varList) {
+                const g = grads[v.name];
+                if (!g) continue;
+                const prev = summed.get(v);
+                summed.set(v, tf.keep(prev ? tf.add(prev, g) : g));
+                prev?.dispose();
+              }
+              for (const [k, v] of Object.entries(kept)) {
+                terms[k] = (terms[k] ?? 0) + v.dataSync()[0]!;
+                v.dispose();
+              }
+            });
+          }
           if (!Number.isFinite(lossValue)) throw new Error(`training: loss is ${lossValue} at step ${globalStep}`);
-          const byVar = new Map<tf.Variable, Tensor>(varList.map((v) => [v, grads[v.name]!]).filter(([, g]) => g !== undefined) as [tf.Variable, Tensor][]);
-          if (o.onGradients) {
-            const named = new Map<string, Tensor>();
-            for (const [v, g] of byVar) {
-              const n = nameOf.get(v);
-              if (n) named.set(n, g);
+          tf.tidy(() => {
+            const byVar = summed;
+            if (o.onGradients) {
+              const named = new Map<string, Tensor>();
+              for (const [v, g] of byVar) {
+                const n = nameOf.get(v);
+                if (n) named.set(n, g);
+              }
+              o.onGradients(named, globalStep);
             }
-            o.onGradients(named, globalStep);
-          }
-          // Only the model's parameters are clipped; mask and multiplier groups keep their raw gradients.
-          const modelVars = new Map([...byVar].filter(([v]) => nameOf.has(v)));
-          const { grads: clipped } = clipByGlobalNorm(modelVars, training.maxGradNorm);
-          for (const [v, g] of clipped) byVar.set(v, g);
-          optimizer.apply(byVar, scale);
-          for (const [k, v] of Object.entries(kept)) {
-            terms[k] = v.dataSync()[0]!;
-            v.dispose();
-          }
-          terms['total'] = lossValue;
-        });
+            // Only the model's parameters are clipped; mask and multiplier groups keep their raw gradients.
+            const modelVars = new Map([...byVar].filter(([v]) => nameOf.has(v)));
+            const { grads: clipped } = clipByGlobalNorm(modelVars, training.maxGradNorm);
+            const update = new Map(byVar);
+            for (const [v, g] of clipped) update.set(v, g);
+            optimizer.apply(update, scale);
+          });
+        } finally {
+          for (const g of summed.values()) g.dispose();
+        }
+        terms['total'] = lossValue;
         o.afterStep?.(globalStep);
         step++;
         batchInEpoch++;

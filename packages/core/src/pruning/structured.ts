@@ -103,6 +103,7 @@ export class StructuredPruner implements Pruner {
             }
           },
           ...(ctx.teacher ? { teacher: ctx.teacher } : {}),
+          ...(ctx.training.microBatchSize ? { microBatchSize: ctx.training.microBatchSize } : {}),
           control,
         });
         if (this.unit === 'weights') {
