@@ -62,7 +62,8 @@ export class RunFailedError extends Error {
   }
 }
 
-const speedupMain = path.join(path.dirname(fileURLToPath(import.meta.url)), 'speedup-main.js');
+// Always the built script (a child runs it with plain Node, from src/ under the tests as from dist/).
+const speedupMain = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'speedup-main.js');
 
 /** Runs `node <args>` with NDJSON on stdout; resolves with the exit code and the tail of stderr. */
 function child(args: string[], env: NodeJS.ProcessEnv, onLine: (e: Record<string, any>) => void, signal?: AbortSignal): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
