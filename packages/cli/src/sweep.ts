@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { createRunContainer } from '@topiary/core';
@@ -149,9 +151,15 @@ export function registerSweep(program: Command, globals: () => Globals): void {
     .action(async (o: { redis: string; lanes?: number; queue: string; lockDuration: number; stalledInterval: number }) => {
       const g = globals();
       const layout = laneLayout(o.lanes, o.lanes ?? os.availableParallelism());
+      // Several workers on one machine: TOPIARY_NATIVE_THREADS, when set, says how many threads each run gets.
+      const threads = Number(process.env['TOPIARY_NATIVE_THREADS']);
+      if (Number.isInteger(threads) && threads > 0) layout.threads = threads;
       const worker = startWorker({ redis: o.redis, queue: o.queue, lanes: layout.lanes, threads: layout.threads, bin, cliArgs: runArgs(g), backend: g.backend, lockDuration: o.lockDuration, stalledInterval: o.stalledInterval });
       const log = (m: string) => process.stderr.write(`${m}\n`);
-      worker.on('active', (job) => log(`started ${job.data.id}${job.attemptsMade ? ` (attempt ${job.attemptsMade + 1})` : ''}`));
+      worker.on('active', (job) => {
+        const resuming = existsSync(path.join(String(job.data.config['out']), 'checkpoint', 'state.json'));
+        log(`started ${job.data.id}${job.attemptsMade ? ` (attempt ${job.attemptsMade + 1})` : ''}${resuming ? ', resuming from its checkpoint' : ''}`);
+      });
       worker.on('completed', (job) => log(`completed ${job.data.id}`));
       worker.on('failed', (job, err) => log(`failed ${job?.data.id ?? '?'}: ${err.message}`));
       worker.on('error', (err) => log(`worker: ${err.message}`));
