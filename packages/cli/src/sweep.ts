@@ -57,8 +57,9 @@ function sweepView(json: boolean): (e: SweepEvent) => void {
         say(`sweep ${e.file}: ${e.runs} runs (${e.skipped.length} done before), ${e.executor}${e.lanes ? ` with ${e.lanes} lanes` : ''}; results in ${e.out}`);
         break;
       case 'sweep-run-progress': {
-        const level = e.level !== null ? ` level ${e.level}` : '';
-        lanes.set(e.lane, `${e.lane.padEnd(8)} ${e.id}${e.resumed ? ' (resumed)' : ''}${level} ${e.phase ?? 'train'} step ${e.step}/${e.totalSteps} accuracy ${pct(e.accuracy)} ETA ${eta(e.etaSeconds)}`);
+        // Structured pruners name the level in the phase (`level 1/2`); others only in masks updates.
+        const phase = e.phase ?? (e.level !== null ? `level ${e.level}` : 'train');
+        lanes.set(e.lane, `${e.lane.padEnd(8)} ${e.id}${e.resumed ? ' (resumed)' : ''} ${phase} step ${e.step}/${e.totalSteps} accuracy ${pct(e.accuracy)} ETA ${eta(e.etaSeconds)}`);
         if (tty) draw();
         else if (Date.now() - printed > 5000) {
           printed = Date.now();

@@ -210,7 +210,9 @@ export async function expandSweep(file: string, rules: RunConfigRules, overrides
       for (const i of issues) {
         // Name the place in the sweep file that set the field: an axis, the base, or the extended file.
         const axis = [...where.keys()].find((a) => i.field === a || i.field.startsWith(`${a}.`) || i.field.startsWith(`${a}[`));
-        const loc = axis ? `field '${where.get(axis)}${i.field.slice(axis.length)}'` : getPath(own, i.field.split('[')[0]!) !== undefined || !extended ? `field 'base.${i.field}'` : `field '${i.field}' of ${extended} (base.extends)`;
+        // An unknown field that an axis created (`pruner` of `pruner.options.x`) is that axis's.
+        const creator = [...where.keys()].find((a) => a.startsWith(`${i.field}.`));
+        const loc = axis ? `field '${where.get(axis)}${i.field.slice(axis.length)}'` : creator ? `field '${where.get(creator)}'` : getPath(own, i.field.split('[')[0]!) !== undefined || !extended ? `field 'base.${i.field}'` : `field '${i.field}' of ${extended} (base.extends)`;
         problems.push(`  run ${origin}: ${loc}: ${i.message}`);
       }
       const dup = seen.get(id);
