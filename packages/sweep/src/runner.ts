@@ -71,7 +71,10 @@ function child(args: string[], env: NodeJS.ProcessEnv, onLine: (e: Record<string
     const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    const onAbort = () => proc.kill('SIGTERM');
+    // Ctrl-C in a terminal reaches the run too (same process group); a second signal would make it exit
+    // at once without its checkpoint, so it is sent SIGTERM only when it did not say it is stopping.
+    let stopping = false;
+    const onAbort = () => setTimeout(() => !stopping && proc.exitCode === null && proc.signalCode === null && proc.kill('SIGTERM'), 1000).unref();
     signal?.addEventListener('abort', onAbort, { once: true });
     // A lane that loses its parent (a BullMQ sandbox whose worker died) stops its run too.
     const onDisconnect = () => proc.kill('SIGTERM');
@@ -90,7 +93,10 @@ function child(args: string[], env: NodeJS.ProcessEnv, onLine: (e: Record<string
         }
       }
     });
-    proc.stderr.on('data', (d: Buffer) => (err = (err + d).slice(-4000)));
+    proc.stderr.on('data', (d: Buffer) => {
+      err = (err + d).slice(-4000);
+      if (/stopping at the next step boundary/.test(err)) stopping = true;
+    });
     proc.on('error', reject);
     proc.on('exit', (code, sig) => {
       signal?.removeEventListener('abort', onAbort);
