@@ -105,7 +105,7 @@ describe.skipIf(!hasRedis)('topiary sweep --executor bullmq', () => {
     expect(w1.err()).not.toContain(`completed ${victim}`);
     process.kill(-w1.proc.pid!, 'SIGKILL');
 
-    const code = await Promise.race([sweep.exited, new Promise((r) => setTimeout(() => r('timeout'), 150_000))]);
+    const code = await Promise.race([sweep.exited, new Promise((r) => setTimeout(() => r('timeout'), 210_000))]);
     expect(code, sweep.err()).toBe(0);
     const results = JSON.parse(readFileSync(path.join(work, 'out/sweep.json'), 'utf8')) as SweepResults;
     expect(results.sweep.executor).toBe('bullmq');
@@ -126,5 +126,5 @@ describe.skipIf(!hasRedis)('topiary sweep --executor bullmq', () => {
     expect(events.at(-1)).toMatchObject({ type: 'sweep-completed', completed: 4, failed: 0, pending: 0 });
     // The sweep's results came back through the queue: one completion event per run.
     expect(new Set(events.filter((e) => e.type === 'sweep-run-completed').map((e) => (e as { id: string }).id)).size).toBe(4);
-  }, 240_000);
+  }, 300_000);
 });
