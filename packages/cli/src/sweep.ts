@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { createRunContainer } from '@topiary/core';
-import { DEFAULT_QUEUE, expandSweep, laneLayout, runSweep, startWorker, type SweepEvent } from '@topiary/sweep';
+import { DEFAULT_QUEUE, expandSweep, laneLayout, ready, runSweep, startWorker, type SweepEvent } from '@topiary/sweep';
 import { RUN_CONFIG_PATH_FIELDS, UsageError, runConfigIssues } from './config.js';
 import { allPlugins } from './plugins.js';
 
@@ -163,8 +163,18 @@ export function registerSweep(program: Command, globals: () => Globals): void {
       });
       worker.on('completed', (job) => log(`completed ${job.data.id}`));
       worker.on('failed', (job, err) => log(`failed ${job?.data.id ?? '?'}: ${err.message}`));
-      worker.on('error', (err) => log(`worker: ${err.message}`));
-      await worker.waitUntilReady();
+      // The client retries a lost connection every second: say each distinct error once.
+      let lastError = '';
+      worker.on('error', (err) => {
+        if (err.message !== lastError) log(`worker: ${err.message}`);
+        lastError = err.message;
+      });
+      try {
+        await ready(worker, o.redis);
+      } catch (err) {
+        await worker.close(true).catch(() => {});
+        throw err;
+      }
       log(`worker ${os.hostname()}:${process.pid} on ${o.queue}: ${layout.lanes} lane(s), ${layout.threads} native thread(s) each`);
       const sig = onSignals('stopping: the runs checkpoint and go back to the queue');
       await new Promise<void>((resolve) => sig.signal.addEventListener('abort', () => resolve(), { once: true }));

@@ -31,6 +31,16 @@ export interface BullmqSweepOptions {
 
 const connection = (url: string) => ({ url, maxRetriesPerRequest: null });
 
+/** Waits for the connection, or fails naming the URL (the client would otherwise retry forever, silently). */
+export async function ready(what: { waitUntilReady(): Promise<unknown> }, url: string, ms = 15_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([what.waitUntilReady(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${url} within ${ms / 1000} s (is redis-server running there?)`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Enqueues the runs (job id = sweep folder hash + run id, so enqueueing again is a no-op while the job
  * exists; a failed or finished job of an earlier attempt of the sweep is replaced) and follows them
@@ -40,8 +50,14 @@ export async function runOnBullmq(sweepOut: string, jobs: RunJob[], o: BullmqSwe
   const queue = new Queue<RunJob, RunResult>(o.queue ?? DEFAULT_QUEUE, { connection: connection(o.redis) });
   const key = createHash('sha256').update(path.resolve(sweepOut)).digest('hex').slice(0, 8);
   const jobId = (id: string) => `${key}-${id}`;
+  // Connection errors repeat every retry; `ready` reports an unreachable server once.
+  let lastError = '';
+  queue.on('error', (err) => {
+    if (err.message !== lastError) process.stderr.write(`queue: ${err.message}\n`);
+    lastError = err.message;
+  });
   try {
-    await queue.waitUntilReady();
+    await ready(queue, o.redis);
     for (const j of jobs) {
       const old = await queue.getJob(jobId(j.id));
       if (old) {
@@ -51,7 +67,8 @@ export async function runOnBullmq(sweepOut: string, jobs: RunJob[], o: BullmqSwe
       }
       await queue.add('run', j, { jobId: jobId(j.id), attempts: o.attempts ?? 3, backoff: { type: 'exponential', delay: o.backoff ?? 10_000 }, removeOnComplete: false, removeOnFail: false });
     }
-    const open = new Map(jobs.map((j) => [j.id, { progress: '', attempts: 0 }]));
+    // attempts -1: not seen yet (a job queued by an earlier sweep may have failed attempts already).
+    const open = new Map(jobs.map((j) => [j.id, { progress: '', attempts: -1 }]));
     while (open.size > 0 && !o.signal?.aborted) {
       for (const [id, seen] of open) {
         const job = await Job.fromId<RunJob, RunResult>(queue, jobId(id));
@@ -70,7 +87,7 @@ export async function runOnBullmq(sweepOut: string, jobs: RunJob[], o: BullmqSwe
         } else if (state === 'failed') {
           open.delete(id);
           await cb.onFailed(id, job.failedReason ?? 'failed', false);
-        } else if (job.attemptsMade > seen.attempts) {
+        } else if (seen.attempts >= 0 && job.attemptsMade > seen.attempts) {
           await cb.onFailed(id, job.failedReason ?? 'failed', true);
         }
         seen.attempts = job.attemptsMade;

@@ -6,7 +6,7 @@ export { RunFailedError, executeRun } from './runner.js';
 export type { ExecuteOptions, RunJob, RunProgress } from './runner.js';
 export { measureSpeedup } from './speedup.js';
 export type { SpeedupOptions } from './speedup.js';
-export { DEFAULT_QUEUE, runOnBullmq, startWorker } from './bullmq.js';
+export { DEFAULT_QUEUE, ready, runOnBullmq, startWorker } from './bullmq.js';
 export type { BullmqSweepOptions, WorkerOptions } from './bullmq.js';
 export { laneLayout, runSweep, sweepState } from './sweep.js';
 export type { SweepOptions } from './sweep.js';
