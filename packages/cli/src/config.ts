@@ -69,6 +69,9 @@ export type RunConfig = z.infer<typeof RunConfigSchema>;
 /** Reads a YAML or JSON run config; relative paths resolve against the config file's folder. */
 export type ReadRunConfig = RunSpec & { minAccuracyRetention?: number; export?: RunExport; /** Where the config wrote each pruner option that is not under `options`. */ fields?: Record<string, string> };
 
+/** The fields of a run config that hold paths (resolved against the config file's folder). */
+export const RUN_CONFIG_PATH_FIELDS = ['model', 'teacher', 'pretrained', 'data.train', 'data.dev', 'data.labels', 'options.resumeMasks', 'options.resumeFrom'] as const;
+
 export async function readRunConfig(file: string, overrides: { out?: string } = {}): Promise<ReadRunConfig> {
   let text: string;
   try {
@@ -86,6 +89,10 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
   if (!parsed.success) throw new UsageError(`${file}: invalid config\n${z.prettifyError(parsed.error)}`);
   const c = parsed.data;
   if (c.export?.quantize && c.export.format === 'safetensors') throw new UsageError(`${file}: field 'export.quantize' needs 'export.format' onnx or all (the int8 model is an ONNX graph)`);
+  return specOf(file, c, overrides);
+}
+
+function specOf(file: string, c: RunConfig, overrides: { out?: string }): ReadRunConfig {
   const base = path.dirname(path.resolve(file));
   const abs = (p: string) => path.resolve(base, p);
   const options: Record<string, unknown> = { ...c.options };
@@ -128,9 +135,29 @@ export async function readRunConfig(file: string, overrides: { out?: string } = 
  * (`criterion.options.normalize`, `options.levels[2]`, `losses[1].id`) otherwise.
  */
 export function assertValidRunConfig(file: string, spec: ReadRunConfig, registry: PluginRegistry): void {
+  const issues = componentIssues(spec, registry);
+  if (issues.length > 0) throw new UsageError(`${file}: invalid config\n${issues.map((i) => `  ${i.field}: ${i.message}`).join('\n')}`);
+}
+
+function componentIssues(spec: ReadRunConfig, registry: PluginRegistry): { field: string; message: string }[] {
   // The pruner sees the run's targetSparsity among its options (runPruning).
   const options = { ...spec.options, ...(spec.targetSparsity !== undefined ? { targetSparsity: spec.targetSparsity } : {}) };
   const fields = spec.fields ?? {};
-  const issues = validateRunOptions(registry, spec.method, options, (k) => fields[k] ?? (k === 'targetSparsity' ? 'targetSparsity' : `options.${k}`));
-  if (issues.length > 0) throw new UsageError(`${file}: invalid config\n${issues.map((i) => `  ${i.field}: ${i.message}`).join('\n')}`);
+  return validateRunOptions(registry, spec.method, options, (k) => fields[k] ?? (k === 'targetSparsity' ? 'targetSparsity' : `options.${k}`));
+}
+
+/**
+ * Every problem of a run config given as an object (a sweep's expanded run, paths absolute): the
+ * schema's, then the components' ids and options, each with the field as the config spells it.
+ */
+export function runConfigIssues(raw: unknown, registry: PluginRegistry): { field: string; message: string }[] {
+  const parsed = RunConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const dotted = (ps: PropertyKey[]) => ps.map((p, n) => (typeof p === 'number' ? `[${p}]` : `${n ? '.' : ''}${String(p)}`)).join('');
+    // An unknown key is the field itself, so a sweep can say which of its axes or base fields wrote it.
+    return parsed.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys.map((k) => ({ field: dotted([...i.path, k]), message: 'unknown field' })) : [{ field: dotted(i.path) || '(config)', message: i.message }]));
+  }
+  const c = parsed.data;
+  if (c.export?.quantize && c.export.format === 'safetensors') return [{ field: 'export.quantize', message: "needs 'export.format' onnx or all (the int8 model is an ONNX graph)" }];
+  return componentIssues(specOf('<sweep run>', c, {}), registry);
 }

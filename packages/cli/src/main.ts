@@ -40,6 +40,7 @@ import { inspectModel } from './inspect.js';
 import { EXPORT_FORMATS, QUANTIZE_MODES, cardFromReport, exportAfterRun, writeModel, type ExportFormat, type QuantizeMode } from './formats.js';
 import { registerPredict } from './predict.js';
 import { registerReport } from './report.js';
+import { registerSweep } from './sweep.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
 /** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
@@ -365,6 +366,7 @@ export function buildProgram(): Command {
 
   registerPredict(program, globals, backend);
   registerReport(program, globals);
+  registerSweep(program, globals);
 
   return program;
 }

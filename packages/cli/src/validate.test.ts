@@ -1,11 +1,12 @@
 import 'reflect-metadata';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRunContainer, type PluginRegistry } from '@topiary/core';
-import { assertValidRunConfig, readRunConfig } from './config.js';
+import { expandSweep } from '@topiary/sweep';
+import { RUN_CONFIG_PATH_FIELDS, assertValidRunConfig, readRunConfig, runConfigIssues } from './config.js';
 import { builtinPlugins } from './plugins.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -34,7 +35,11 @@ describe('run config validation against the components\' option schemas', () => 
   const configs = ['examples', 'docs/experiments'].flatMap((d) => readdirSync(path.join(root, d)).filter((f) => f.endsWith('.yaml')).map((f) => path.join(root, d, f)));
   it(`accepts every bundled config (${configs.length} in examples/ and docs/experiments/)`, async () => {
     expect(configs.length).toBeGreaterThan(4);
-    for (const file of configs) assertValidRunConfig(file, await readRunConfig(file), registry);
+    for (const file of configs) {
+      // A sweep file (a `base:` run config and axes): every run it expands to.
+      if (/^base:/m.test(readFileSync(file, 'utf8'))) await expandSweep(file, { pathFields: RUN_CONFIG_PATH_FIELDS, validate: (c) => runConfigIssues(c, registry) });
+      else assertValidRunConfig(file, await readRunConfig(file), registry);
+    }
   });
 
   const structured = 'method: structured\ntargetSparsity: 0.5';

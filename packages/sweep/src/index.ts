@@ -1,0 +1,13 @@
+export { SweepError, canonicalJson, expandSweep, getPath, runId, setPath } from './spec.js';
+export type { RunConfigRules, SweepPlan, SweepRun } from './spec.js';
+export { RUN_RESULT_FILE, readRunResult, rowOf, toCsv, writeResults } from './results.js';
+export type { Executor, RunResult, RunStatus, SpeedupMeasure, SweepResults, SweepRow } from './results.js';
+export { RunFailedError, executeRun } from './runner.js';
+export type { ExecuteOptions, RunJob, RunProgress } from './runner.js';
+export { measureSpeedup } from './speedup.js';
+export type { SpeedupOptions } from './speedup.js';
+export { DEFAULT_QUEUE, ready, runOnBullmq, startWorker } from './bullmq.js';
+export type { BullmqSweepOptions, WorkerOptions } from './bullmq.js';
+export { laneLayout, runSweep, sweepState } from './sweep.js';
+export type { SweepOptions } from './sweep.js';
+export type { SweepEvent, SweepEventType } from './events.js';
