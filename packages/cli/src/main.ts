@@ -36,6 +36,7 @@ import { allPlugins } from './plugins.js';
 import { inspectModel } from './inspect.js';
 import { EXPORT_FORMATS, QUANTIZE_MODES, cardFromReport, exportAfterRun, writeModel, type ExportFormat, type QuantizeMode } from './formats.js';
 import { registerPredict } from './predict.js';
+import { registerProfile } from './profile.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
 /** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
@@ -346,6 +347,7 @@ export function buildProgram(): Command {
     });
 
   registerPredict(program, globals, backend);
+  registerProfile(program, globals, backend);
 
   return program;
 }

@@ -17,6 +17,8 @@ export { BUILTIN_FAMILIES, albertFamily, architectureName, bertFamily, canonical
 export type { LayerPart, ModelFamily, RenamingSpec } from './model/families/index.js';
 export { BertModel, EMBEDDINGS_PROJECT, clsOf, encoderLinearNames, isLinearWeight, layerParamNames, lowRankOf } from './model/bert.js';
 export { encoderFlops } from './model/cost.js';
+export { checkLatencyTable, fitPiecewiseLatency, measureLatencyTable, piecewiseAt, profileModel, syntheticBatch, tableLatency, timeMs } from './model/profile.js';
+export type { LatencyCurve, LatencyTable, LatencyTableOptions, ModelProfile, ModuleProfile, PiecewiseLatency, ProfileOptions } from './model/profile.js';
 export type { Batch, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from './model/bert.js';
 export { Rng, expectShape, gelu, geluNew, layerNorm, linear } from './model/ops.js';
 
