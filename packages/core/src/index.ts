@@ -94,6 +94,6 @@ export type { ComponentSpec } from './pruning/spec.js';
 export { corePlugin } from './plugins/builtins.js';
 export { StructuredPruner, UnstructuredPruner } from './pruning/structured.js';
 export type { LevelReport } from './pruning/structured.js';
-export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
+export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneLayerMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
 export type { PruningSequence } from './pruning/selection.js';
 export { accelerateWasm, nativeGemm } from './backend/accelerate.js';

@@ -281,7 +281,8 @@ export interface LatencyTableOptions {
 /**
  * Measures one layer's attention block with 0..A heads and FFN block at 0, powers of two and
  * `neuronPoints` evenly spaced neuron counts up to I, with random weights of the model's sizes, on a
- * `[batch, seq, hidden]` input; the blocks run the same kernels as the model's forward pass.
+ * `[batch, seq, hidden]` input; the blocks run the same kernels as the model's forward pass. Each point
+ * is the median of `repeats` rounds that time every point once.
  */
 export function measureLatencyTable(config: BertConfig, opts: LatencyTableOptions = {}): LatencyTable {
   const B = opts.batch ?? 32;
@@ -299,12 +300,18 @@ export function measureLatencyTable(config: BertConfig, opts: LatencyTableOption
   const beta = tf.zeros([H]);
   const extMask = tf.zeros([B, T]);
   const w = (shape: number[], seed: number) => tf.randomNormal(shape, 0, 0.02, 'float32', seed);
+  // All blocks are built first and timed round-robin, one run each per round: load from other processes
+  // then drifts over every point alike instead of bending the curve. The median over rounds is kept.
   const measure = (units: number[], block: (n: number) => { weights: Tensor[]; run: () => Tensor }): LatencyCurve => {
-    const ms = units.map((n) => {
-      const b = block(n);
-      const t = timeMs(b.run, repeats, warmup);
-      for (const v of b.weights) v.dispose();
-      return t;
+    const blocks = units.map(block);
+    for (const b of blocks) for (let i = 0; i < warmup; i++) tf.tidy(b.run).dispose();
+    const times = blocks.map(() => [] as number[]);
+    for (let r = 0; r < Math.max(1, repeats); r++) blocks.forEach((b, i) => times[i]!.push(timeMs(b.run, 1, 0)));
+    for (const b of blocks) for (const v of b.weights) v.dispose();
+    const ms = times.map((t) => {
+      const s = t.sort((a, b) => a - b);
+      const m = s.length >> 1;
+      return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
     });
     return { units, ms, fit: fitPiecewiseLatency(units, ms, ms[0]) };
   };
