@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { bindMasks, checkLatencyTable, tableLatency, type LatencyTable, type PruneContext, type PruneResult, type Pruner } from '@topiary/core';
+import { RunAborted, bindMasks, checkLatencyTable, stage, tableLatency, type LatencyTable, type PruneContext, type PruneResult, type Pruner } from '@topiary/core';
 import { Options, evaluateStage, finetune, meanLength, sampleBatches } from './common.js';
-import { collectMaskGrads, fisherInformation } from './fisher.js';
+import { collectMaskGrads, fisherInformation, maskGradsState, type MaskGradRow } from './fisher.js';
 import { maskMacs, modelMacs } from './mac.js';
 import { greedyRearrange } from './rearrange.js';
 import { rescaleMasks } from './rescale.js';
@@ -120,54 +120,84 @@ export class RetrainingFreePruner implements Pruner {
     const batches = sampleBatches(ctx.train, samples, batchSize, ctx.seed);
     control.emit({ type: 'log', message: `retraining-free: ${Math.min(samples, ctx.train.size)} samples in ${batches.length} batches, MACs at ${seqLen} tokens` });
 
-    const grads = collectMaskGrads(model, batches, control);
-    const headImportance = grads.heads.map((g) => fisherInformation(g, grads.batches));
-    const neuronImportance = grads.neurons.map((g) => fisherInformation(g, grads.batches));
-    lap('fisherSeconds');
-    const search = (k: number) =>
-      table
-        ? searchLatency({ headImportance, neuronImportance, mha: table.mha.fit, ffn: table.ffn.fit, constraint: k })
-        : searchMac({ headImportance, neuronImportance, seqLen, hiddenSize: c.hiddenSize, headSize: c.attentionHeadSize, constraint: k });
-    const student = search(constraint);
-    const teacher = search(teacherConstraint);
-    lap('searchSeconds');
-    const stages: Record<string, number> = {};
-    const setMasks = (h: Float32Array[], n: Float32Array[]) => {
-      masks.headMask = h.map((m) => m.slice());
-      masks.neuronMask = n.map((m) => m.slice());
+    const cp = ctx.checkpoints;
+    const rows: MaskGradRow[] = [];
+    cp?.register('retraining-free.fisher', maskGradsState(rows));
+    const fisherDone = rows.length;
+    if (fisherDone > 0) control.emit({ type: 'log', message: `retraining-free: resumed with the Fisher gradients of ${fisherDone} of ${batches.length} batches` });
+    const save = async () => {
+      if (!cp) return;
+      const path = await cp.save(0);
+      control.emit({ type: 'checkpoint-saved', step: 0, path });
     };
-    setMasks(student.headMask, student.neuronMask);
-    if (evalStages) stages['search'] = evalStage('after mask search');
-    let headMask = student.headMask;
-    let neuronMask = student.neuronMask;
-    if (doRearrange) {
-      headMask = headMask.map((m, l) => greedyRearrange(m, grads.heads[l]!, grads.batches));
-      neuronMask = neuronMask.map((m, l) => greedyRearrange(m, grads.neurons[l]!, grads.batches));
-      setMasks(headMask, neuronMask);
-      lap('rearrangeSeconds');
-      if (evalStages) stages['rearrange'] = evalStage('after mask rearrangement');
-    }
-    let blocks: unknown[] = [];
-    if (doRescale) {
-      const tuned = rescaleMasks({
-        model,
-        teacherHeadMask: teacher.headMask,
-        teacherNeuronMask: teacher.neuronMask,
-        headMask,
-        neuronMask,
-        batches,
-        classification: model.hasClassifier,
-        onFailure,
-        ffnTarget,
-        maxScale,
-        damp,
-        control,
-      });
-      blocks = tuned.blocks;
-      setMasks(tuned.headMask, tuned.neuronMask);
-      lap('rescaleSeconds');
-      if (evalStages || finetuneSteps > 0) stages['rescale'] = evalStage('after mask tuning');
-    }
+    const pruned = await stage(cp, 'retraining-free: masks', async () => {
+      try {
+        // Fisher gradients collected so far are checkpoint state: an interrupted run continues after the
+        // batches it had finished. Mask search, rearrangement and tuning are one stage whose result (the
+        // final masks) a resumed run takes as it is; the fine-tune resumes at its step like any training.
+        const grads = collectMaskGrads(model, batches, control, rows);
+        if (rows.length > fisherDone) await save();
+        const headImportance = grads.heads.map((g) => fisherInformation(g, grads.batches));
+        const neuronImportance = grads.neurons.map((g) => fisherInformation(g, grads.batches));
+        lap('fisherSeconds');
+        const search = (k: number) =>
+          table
+            ? searchLatency({ headImportance, neuronImportance, mha: table.mha.fit, ffn: table.ffn.fit, constraint: k })
+            : searchMac({ headImportance, neuronImportance, seqLen, hiddenSize: c.hiddenSize, headSize: c.attentionHeadSize, constraint: k });
+        const student = search(constraint);
+        const teacher = search(teacherConstraint);
+        lap('searchSeconds');
+        const stages: Record<string, number> = {};
+        const setMasks = (h: Float32Array[], n: Float32Array[]) => {
+          masks.headMask = h.map((m) => m.slice());
+          masks.neuronMask = n.map((m) => m.slice());
+        };
+        setMasks(student.headMask, student.neuronMask);
+        if (evalStages) stages['search'] = evalStage('after mask search');
+        let headMask = student.headMask;
+        let neuronMask = student.neuronMask;
+        if (doRearrange) {
+          headMask = headMask.map((m, l) => greedyRearrange(m, grads.heads[l]!, grads.batches));
+          neuronMask = neuronMask.map((m, l) => greedyRearrange(m, grads.neurons[l]!, grads.batches));
+          setMasks(headMask, neuronMask);
+          lap('rearrangeSeconds');
+          if (evalStages) stages['rearrange'] = evalStage('after mask rearrangement');
+        }
+        let blocks: unknown[] = [];
+        if (doRescale) {
+          const tuned = rescaleMasks({
+            model,
+            teacherHeadMask: teacher.headMask,
+            teacherNeuronMask: teacher.neuronMask,
+            headMask,
+            neuronMask,
+            batches,
+            classification: model.hasClassifier,
+            onFailure,
+            ffnTarget,
+            maxScale,
+            damp,
+            control,
+          });
+          blocks = tuned.blocks;
+          setMasks(tuned.headMask, tuned.neuronMask);
+          lap('rescaleSeconds');
+          if (evalStages || finetuneSteps > 0) stages['rescale'] = evalStage('after mask tuning');
+        }
+        return { headMask: masks.headMask.map((m) => Array.from(m)), neuronMask: masks.neuronMask.map((m) => Array.from(m)), blocks, stages, times, cpu };
+      } catch (err) {
+        // Outside a training loop nothing else saves: an interrupted search or tuning keeps its Fisher gradients.
+        if (err instanceof RunAborted) await save();
+        throw err;
+      }
+    });
+    masks.headMask = pruned.headMask.map((m) => Float32Array.from(m));
+    masks.neuronMask = pruned.neuronMask.map((m) => Float32Array.from(m));
+    const { blocks, stages } = pruned;
+    Object.assign(times, pruned.times);
+    Object.assign(cpu, pruned.cpu);
+    if (cp?.completed('retraining-free: masks')) control.emit({ type: 'log', message: 'retraining-free: resumed after mask tuning (the checkpoint holds the tuned masks)' });
+    else if (finetuneSteps > 0) await save();
     const macFraction = maskMacs(c, masks.headMask, masks.neuronMask, seqLen) / modelMacs(c, seqLen);
     const count1 = (ms: Float32Array[]) => ms.map((m) => m.filter((v) => v !== 0).length);
     const latency = table
@@ -180,7 +210,7 @@ export class RetrainingFreePruner implements Pruner {
     control.emit({ type: 'masks-updated', step: 0, sparsity: masks.sparsity(model), target: constraint });
     control.emit({ type: 'log', message: `retraining-free: ${(100 * macFraction).toFixed(2)}% of the dense MACs kept${latency ? `, ${(100 * latency.latencyFraction).toFixed(2)}% of the dense encoder latency by the table (${latency.latencyMs.toFixed(2)} of ${latency.denseLatencyMs.toFixed(2)} ms at batch ${table!.batch} x ${table!.seq})` : ''} (constraint ${(100 * constraint).toFixed(1)}%${table ? ' of the latency' : ''})` });
     if (finetuneSteps > 0) {
-      await finetune(ctx, model, masks, finetuneSteps, finetuneLearningRate, 'finetune');
+      await finetune(ctx, model, masks, finetuneSteps, finetuneLearningRate, 'finetune', ctx.checkpoints);
       lap('finetuneSeconds');
     }
     const count = (ms: Float32Array[]) => ms.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0);
