@@ -300,58 +300,58 @@ export function measureLatencyTable(config: BertConfig, opts: LatencyTableOption
   const beta = tf.zeros([H]);
   const extMask = tf.zeros([B, T]);
   const w = (shape: number[], seed: number) => tf.randomNormal(shape, 0, 0.02, 'float32', seed);
-  // All blocks are built first and timed round-robin, one run each per round: load from other processes
-  // then drifts over every point alike instead of bending the curve. The median over rounds is kept.
-  const measure = (units: number[], block: (n: number) => { weights: Tensor[]; run: () => Tensor }): LatencyCurve => {
-    const blocks = units.map(block);
+  // All blocks of both curves are built first and timed round-robin, one run each per round: load from
+  // other processes then falls on every point of both curves alike instead of bending one curve or
+  // shifting attention against FFN. The median over rounds is kept.
+  type Block = { weights: Tensor[]; run: () => Tensor };
+  const timeAll = (blocks: Block[]): number[] => {
     for (const b of blocks) for (let i = 0; i < warmup; i++) tf.tidy(b.run).dispose();
     const times = blocks.map(() => [] as number[]);
     for (let r = 0; r < Math.max(1, repeats); r++) blocks.forEach((b, i) => times[i]!.push(timeMs(b.run, 1, 0)));
     for (const b of blocks) for (const v of b.weights) v.dispose();
-    const ms = times.map((t) => {
-      const s = t.sort((a, b) => a - b);
+    return times.map((t) => {
+      const s = t.sort((x, y) => x - y);
       const m = s.length >> 1;
       return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
     });
-    return { units, ms, fit: fitPiecewiseLatency(units, ms, ms[0]) };
   };
-  const mha = measure(
-    Array.from({ length: A + 1 }, (_, i) => i),
-    (n) => {
-      const ws = n > 0 ? [w([H, n * d], 2), w([n * d], 3), w([H, n * d], 4), w([n * d], 5), w([H, n * d], 6), w([n * d], 7), w([n * d, H], 8)] : [];
-      const bias = w([H], 9);
-      return {
-        weights: [...ws, bias],
-        run: () =>
-          tf.tidy(() => {
-            if (n === 0) return addLayerNorm(bias.reshape([1, 1, H]), x, gamma, beta, eps);
-            const [wq, bq, wk, bk, wv, bv, wo] = ws;
-            const ctx = attention(linear(x, wq!, bq), linear(x, wk!, bk), linear(x, wv!, bv), n, extMask);
-            return addLayerNorm(linear(ctx, wo!, bias), x, gamma, beta, eps);
-          }),
-      };
-    },
-  );
+  const mhaUnits = Array.from({ length: A + 1 }, (_, i) => i);
+  const mhaBlock = (n: number): Block => {
+    const ws = n > 0 ? [w([H, n * d], 2), w([n * d], 3), w([H, n * d], 4), w([n * d], 5), w([H, n * d], 6), w([n * d], 7), w([n * d, H], 8)] : [];
+    const bias = w([H], 9);
+    return {
+      weights: [...ws, bias],
+      run: () =>
+        tf.tidy(() => {
+          if (n === 0) return addLayerNorm(bias.reshape([1, 1, H]), x, gamma, beta, eps);
+          const [wq, bq, wk, bk, wv, bv, wo] = ws;
+          const ctx = attention(linear(x, wq!, bq), linear(x, wk!, bk), linear(x, wv!, bv), n, extMask);
+          return addLayerNorm(linear(ctx, wo!, bias), x, gamma, beta, eps);
+        }),
+    };
+  };
   const points = new Set<number>([0]);
   for (let n = 1; n < I; n *= 2) points.add(n);
   const k = opts.neuronPoints ?? 32;
   for (let i = 1; i <= k; i++) points.add(Math.max(1, Math.round((i * I) / k)));
-  const ffn = measure(
-    [...points].sort((a, b) => a - b),
-    (n) => {
-      const ws = n > 0 ? [w([H, n], 12), w([n], 13), w([n, H], 14)] : [];
-      const bias = w([H], 15);
-      return {
-        weights: [...ws, bias],
-        run: () =>
-          tf.tidy(() => {
-            if (n === 0) return addLayerNorm(bias.reshape([1, 1, H]), x, gamma, beta, eps);
-            const [wi, bi, wo] = ws;
-            return addLayerNorm(linear(act(linear(x, wi!, bi)), wo!, bias), x, gamma, beta, eps);
-          }),
-      };
-    },
-  );
+  const ffnUnits = [...points].sort((a, b) => a - b);
+  const ffnBlock = (n: number): Block => {
+    const ws = n > 0 ? [w([H, n], 12), w([n], 13), w([n, H], 14)] : [];
+    const bias = w([H], 15);
+    return {
+      weights: [...ws, bias],
+      run: () =>
+        tf.tidy(() => {
+          if (n === 0) return addLayerNorm(bias.reshape([1, 1, H]), x, gamma, beta, eps);
+          const [wi, bi, wo] = ws;
+          return addLayerNorm(linear(act(linear(x, wi!, bi)), wo!, bias), x, gamma, beta, eps);
+        }),
+    };
+  };
+  const ms = timeAll([...mhaUnits.map(mhaBlock), ...ffnUnits.map(ffnBlock)]);
+  const curve = (units: number[], t: number[]): LatencyCurve => ({ units, ms: t, fit: fitPiecewiseLatency(units, t, t[0]) });
+  const mha = curve(mhaUnits, ms.slice(0, mhaUnits.length));
+  const ffn = curve(ffnUnits, ms.slice(mhaUnits.length));
   for (const t of [x, gamma, beta, extMask]) t.dispose();
   return {
     format: 'topiary-latency-lut',
