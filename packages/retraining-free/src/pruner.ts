@@ -191,6 +191,8 @@ export class RetrainingFreePruner implements Pruner {
         throw err;
       }
     });
+    // The tuned masks are all that later checkpoints need.
+    cp?.unregister('retraining-free.fisher');
     masks.headMask = pruned.headMask.map((m) => Float32Array.from(m));
     masks.neuronMask = pruned.neuronMask.map((m) => Float32Array.from(m));
     const { blocks, stages } = pruned;
