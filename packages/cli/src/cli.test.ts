@@ -142,6 +142,30 @@ describe.runIf(existsSync(bin))('topiary binary', () => {
     expect(missing.stderr).toContain("field 'second_text'");
   });
 
+  it('profile --json: modules with the model\'s parameters, and --lut writes a table it will not write over a foreign file', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'topiary-profile-'));
+    const lut = path.join(dir, 'lut.json');
+    const r = topiary('profile', tinyModel, '--batch', '2', '--seq', '8', '--repeats', '1', '--lut', lut, '--neuron-points', '4', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    const inspect = JSON.parse(topiary('inspect', tinyModel, '--json').stdout);
+    expect(j.profile.params).toBe(inspect.totalParams);
+    expect(j.profile.modules.filter((m: { group: string }) => m.group === 'attention')).toHaveLength(2 * 6);
+    const table = JSON.parse(readFileSync(lut, 'utf8'));
+    expect(table).toMatchObject({ format: 'topiary-latency-lut', batch: 2, seq: 8, heads: inspect.heads[0], intermediate: inspect.intermediate[0] });
+    expect(j.lut).toEqual(table);
+    // The table is shown in the terminal without --json.
+    const text = topiary('profile', tinyModel, '--batch', '1', '--seq', '4', '--repeats', '1', '--lut', lut, '--lut-only', '--neuron-points', '2');
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/attention \(heads\): .* ms at 0/);
+    const foreign = path.join(dir, 'notes.json');
+    writeFileSync(foreign, '{"mine": true}');
+    const refused = topiary('profile', tinyModel, '--lut', foreign, '--lut-only');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/notes\.json: the file exists and is not a latency table/);
+    expect(readFileSync(foreign, 'utf8')).toBe('{"mine": true}');
+  });
+
   it('exits 2 on an unknown option and 0 on --help', () => {
     expect(topiary('--bogus-flag').code).toBe(2);
     const h = topiary('--help');

@@ -96,8 +96,8 @@ function specOf(file: string, c: RunConfig, overrides: { out?: string }): ReadRu
   const base = path.dirname(path.resolve(file));
   const abs = (p: string) => path.resolve(base, p);
   const options: Record<string, unknown> = { ...c.options };
-  // Options that name files (cofi's `resumeMasks`) resolve against the config's folder like every other path.
-  for (const k of ['resumeMasks', 'resumeFrom']) if (typeof options[k] === 'string') options[k] = abs(options[k] as string);
+  // Options that name files (cofi's `resumeMasks`, retraining-free's `latencyTable`) resolve against the config's folder like every other path.
+  for (const k of ['resumeMasks', 'resumeFrom', 'latencyTable']) if (typeof options[k] === 'string') options[k] = abs(options[k] as string);
   const fields: Record<string, string> = {};
   for (const k of ['criterion', 'scheduler', 'losses'] as const) {
     if (c[k] === undefined) continue;

@@ -41,6 +41,7 @@ import { EXPORT_FORMATS, QUANTIZE_MODES, cardFromReport, exportAfterRun, writeMo
 import { registerPredict } from './predict.js';
 import { registerReport } from './report.js';
 import { registerSweep } from './sweep.js';
+import { registerProfile } from './profile.js';
 import { ndjsonRenderer, progressRenderer, type Renderer } from './render.js';
 
 /** Exit codes: 0 done, 1 ran but missed its target, 2 usage/config error, 3 runtime failure, 130 interrupted. */
@@ -367,6 +368,7 @@ export function buildProgram(): Command {
   registerPredict(program, globals, backend);
   registerReport(program, globals);
   registerSweep(program, globals);
+  registerProfile(program, globals, backend);
 
   return program;
 }

@@ -157,6 +157,39 @@ describe.runIf(existsSync(bin))('interrupt and resume (CLI)', () => {
     });
   }
 
+  it('retraining-free: killed after its Fisher pass or after mask tuning, resumes from the saved gradients or masks and ends as the uninterrupted run', async () => {
+    const cfg = path.join(work, 'retraining-free.json');
+    const rf = { method: 'retraining-free', model: tiny, options: { macConstraint: 0.5, samples: 48, sampleBatchSize: 4, finetuneSteps: 4 } };
+    writeFileSync(cfg, JSON.stringify({ ...common, ...rf }));
+    const full = path.join(work, 'rf-full');
+    // Checkpoints at step 0 after the Fisher pass (1) and after mask tuning (2), then the fine-tune's.
+    const outs = [1, 2].map((n) => path.join(work, `rf-killed-${n}`));
+    const killAt = (n: number) => {
+      let saved = 0;
+      return start(['--json', 'run', cfg, '--out', outs[n - 1]!], (e, ch) => {
+        if (e['type'] === 'checkpoint-saved' && ++saved === n) ch.proc.kill('SIGKILL');
+      });
+    };
+    const a = start(['--json', 'run', cfg, '--out', full]);
+    const killed = [killAt(1), killAt(2)];
+    const [ra, ...rk] = await Promise.all([a.done, ...killed.map((k) => k.done)]);
+    expect(ra.code, a.stderr()).toBe(0);
+    rk.forEach((r) => expect(r.signal).toBe('SIGKILL'));
+    const resumed = outs.map((o) => start(['--json', 'run', cfg, '--out', o, '--resume']));
+    const rr = await Promise.all(resumed.map((r) => r.done));
+    rr.forEach((r, i) => expect(r.code, resumed[i]!.stderr()).toBe(0));
+    const logs = (c: Child) => c.events.filter((e) => e['type'] === 'log').map((e) => e['message'] as string);
+    expect(logs(resumed[0]!)).toContain('retraining-free: resumed with the Fisher gradients of 12 of 12 batches');
+    expect(logs(resumed[1]!)).toContain('retraining-free: resumed after mask tuning (the checkpoint holds the tuned masks)');
+    // Stage times are the interrupted run's; everything else, and the weights, as the uninterrupted run.
+    const { seconds: _s, cpuSeconds: _c, ...want } = report(full);
+    for (const o of outs) {
+      const { seconds: _s2, cpuSeconds: _c2, ...got } = report(o);
+      expect(got).toEqual(want);
+      expect(digest(path.join(o, 'model/model.safetensors'))).toBe(digest(path.join(full, 'model/model.safetensors')));
+    }
+  });
+
   it('finetune: killed after a checkpoint and resumed with --resume, saves the same weights as the uninterrupted run', async () => {
     const args = (out: string) => ['--json', 'finetune', pretrained, '--train', common.data.train, '--dev', dev, '--labels', common.data.labels, '--limit', '48', '--batch-size', '16', '--max-steps', '8', '--max-length', '32', '--checkpoint-every', '2', '--out', out];
     const full = path.join(work, 'ft-full');

@@ -17,6 +17,8 @@ export { BUILTIN_FAMILIES, albertFamily, architectureName, bertFamily, canonical
 export type { LayerPart, ModelFamily, RenamingSpec } from './model/families/index.js';
 export { BertModel, EMBEDDINGS_PROJECT, WORD_EMBEDDINGS, clsOf, encoderLinearNames, isLinearWeight, layerParamNames, lowRankOf } from './model/bert.js';
 export { encoderFlops, paramCount, wordEmbeddingParams } from './model/cost.js';
+export { checkLatencyTable, fitPiecewiseLatency, measureLatencyTable, piecewiseAt, profileModel, syntheticBatch, tableLatency, timeMs } from './model/profile.js';
+export type { LatencyCurve, LatencyTable, LatencyTableOptions, ModelProfile, ModuleProfile, PiecewiseLatency, ProfileOptions } from './model/profile.js';
 export type { Batch, ForwardOptions, ForwardOutput, StructuredMasks, WeightMasks } from './model/bert.js';
 export { Rng, expectShape, gelu, geluNew, layerNorm, linear } from './model/ops.js';
 
@@ -96,6 +98,6 @@ export type { ComponentSpec } from './pruning/spec.js';
 export { corePlugin } from './plugins/builtins.js';
 export { StructuredPruner, UnstructuredPruner } from './pruning/structured.js';
 export type { LevelReport } from './pruning/structured.js';
-export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
+export { determinePruningSequence, keepTopFraction, normalizePerLayer, pruneHeadMask, pruneLayerMask, pruneNeuronMask, weightMasksTopFraction } from './pruning/selection.js';
 export type { PruningSequence } from './pruning/selection.js';
 export { accelerateWasm, nativeGemm } from './backend/accelerate.js';

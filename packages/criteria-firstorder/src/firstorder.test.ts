@@ -37,6 +37,26 @@ describe('first-order criterion (Hugging Face goldens)', () => {
     });
   }
 
+  it('scores whole layers by |dL/dm| of the layer gate: the central difference of the loss, summed over batches', async () => {
+    const { randomBert } = await import('../../core/src/test-support/random-bert.js');
+    const { crossEntropy } = await import('@topiary/core');
+    const model = randomBert({ layers: 3, hidden: 8, heads: 2, intermediate: 6, labels: 3 }, 9, 0.3, 0.2);
+    const batches: Batch[] = [0, 1].map((k) => ({ batchSize: 2, seqLen: 4, inputIds: Int32Array.from([1, 5 + k, 9, 2, 1, 7, 3 + k, 0]), attentionMask: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 0]), tokenTypeIds: new Int32Array(8), labels: Int32Array.from([k, 2]) }));
+    const masks = MaskSet.ones(model);
+    const scores = (await new FirstOrderCriterion().score([{ kind: 'layer', size: 3 }], { model, masks, batches: () => batches })).get('layer')!;
+    const loss = (b: Batch, gate: number[]) => tf.tidy(() => crossEntropy(model.forward(b, { masks: { layerMask: tf.tensor1d(gate) } }).logits!, tf.tensor1d(b.labels!, 'int32')).dataSync()[0]!);
+    const eps = 1e-2;
+    for (let l = 0; l < 3; l++) {
+      const want = batches.reduce((a, b) => {
+        const up = [1, 1, 1].map((v, i) => (i === l ? v + eps : v));
+        const down = [1, 1, 1].map((v, i) => (i === l ? v - eps : v));
+        return a + Math.abs((loss(b, up) - loss(b, down)) / (2 * eps));
+      }, 0);
+      expect(Math.abs(scores[l]! - want)).toBeLessThan(2e-3 * Math.max(1, want));
+    }
+    model.dispose();
+  });
+
   it('scores weights by |w dL/dw| (the magnitude of the movement goldens)', async () => {
     const g = golden('bert-tiny-golden.json');
     const model = await loadBert(modelDir('bert-tiny-wordnet-supersense'));

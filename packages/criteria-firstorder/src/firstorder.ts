@@ -30,11 +30,12 @@ export interface FirstOrderOptions {
  * `first-order`: the Taylor importance of mask variables (Molchanov et al. 2017; Michel et al. 2019;
  * CAP-f): |dL/dm| for every head and FFN-neuron mask at the current masks, accumulated over batches
  * (the absolute value is taken per batch, then summed, as the reference does), with the model in
- * evaluation mode; for weights, |w * dL/dw| accumulated the same way.
+ * evaluation mode; for weights, |w * dL/dw| accumulated the same way; for whole layers (`layer`
+ * groups), |dL/dm| of each layer's gate, not normalised (one score per layer).
  */
 export class FirstOrderCriterion implements ImportanceCriterion {
   readonly id = 'first-order';
-  readonly kinds: readonly GroupKind[] = ['head', 'neuron', 'weight'];
+  readonly kinds: readonly GroupKind[] = ['head', 'neuron', 'weight', 'layer'];
   private readonly normalize: boolean;
   private readonly lossKind: 'ce' | 'kd';
   private readonly temperature: number;
@@ -70,6 +71,10 @@ export class FirstOrderCriterion implements ImportanceCriterion {
     const weightNames = groups.filter((g) => g.kind === 'weight').map((g) => g.param!);
     const weight = new Map(weightNames.map((n) => [n, new Float64Array(model.params.get(n)!.size)]));
     const wantStructures = groups.some((g) => g.kind === 'head' || g.kind === 'neuron');
+    // Whole layers: |dL/dm| of each layer's gate (`StructuredMasks.layerMask`, out = x + m (layer(x) - x)),
+    // the first-order estimate of the loss change when the layer is removed.
+    const wantLayers = groups.some((g) => g.kind === 'layer');
+    const layer = new Float64Array(L);
     let n = 0;
     for (const batch of ctx.batches()) {
       if (n++ >= this.maxBatches) break;
@@ -80,6 +85,7 @@ export class FirstOrderCriterion implements ImportanceCriterion {
       const w = (size: number) => (parts.length > 1 ? size / batch.batchSize : 1);
       const headG = head.map((a) => new Float64Array(a.length));
       const neuronG = neuron.map((a) => new Float64Array(a.length));
+      const layerG = new Float64Array(L);
       const weightG = new Map(weightNames.map((nm) => [nm, new Float64Array(weight.get(nm)!.length)]));
       const add = (into: Float64Array, v: ArrayLike<number>, k: number) => {
         for (let j = 0; j < v.length; j++) into[j]! += k * v[j]!;
@@ -87,15 +93,16 @@ export class FirstOrderCriterion implements ImportanceCriterion {
       for (const { batch: part, size } of parts) {
         tf.tidy(() => {
           const { masks: fixed, weightMasks } = masks.toTensors();
-          if (wantStructures) {
-            const headT = masks.headMask.map((m) => tf.tensor1d(m));
-            const neuronT = masks.neuronMask.map((m) => tf.tensor1d(m));
+          if (wantStructures || wantLayers) {
+            const headT = wantStructures ? masks.headMask.map((m) => tf.tensor1d(m)) : [];
+            const neuronT = wantStructures ? masks.neuronMask.map((m) => tf.tensor1d(m)) : [];
+            const layerT = wantLayers ? [tf.tensor1d(masks.layerMask)] : [];
             const f = (...xs: Tensor[]) => {
-              const out = model.forward(part, { masks: { ...fixed, headMask: xs.slice(0, L), neuronMask: xs.slice(L) }, weightMasks });
-              return this.lossOf(ctx, out, part);
+              const m = { ...fixed, ...(wantStructures ? { headMask: xs.slice(0, L), neuronMask: xs.slice(L, 2 * L) } : {}), ...(wantLayers ? { layerMask: xs[xs.length - 1]! } : {}) };
+              return this.lossOf(ctx, model.forward(part, { masks: m, weightMasks }), part);
             };
-            const grads = tf.grads(f)([...headT, ...neuronT]);
-            grads.forEach((g, i) => add(i < L ? headG[i]! : neuronG[i - L]!, g.dataSync(), w(size)));
+            const grads = tf.grads(f)([...headT, ...neuronT, ...layerT]);
+            grads.forEach((g, i) => add(!wantStructures || i >= 2 * L ? layerG : i < L ? headG[i]! : neuronG[i - L]!, g.dataSync(), w(size)));
           }
           if (weightNames.length > 0) {
             const vars = weightNames.map((nm) => model.params.get(nm)!);
@@ -109,6 +116,7 @@ export class FirstOrderCriterion implements ImportanceCriterion {
       };
       headG.forEach((g, l) => addAbs(head[l]!, g));
       neuronG.forEach((g, l) => addAbs(neuron[l]!, g));
+      addAbs(layer, layerG);
       for (const nm of weightNames) addAbs(weight.get(nm)!, weightG.get(nm)!);
     }
     if (n === 0) throw new Error('first-order: no batches to score on');
@@ -122,6 +130,7 @@ export class FirstOrderCriterion implements ImportanceCriterion {
     for (const g of groups) {
       if (g.kind === 'head') scores.set(groupKey(g), headScores[g.layer!]!);
       else if (g.kind === 'neuron') scores.set(groupKey(g), neuronScores[g.layer!]!);
+      else if (g.kind === 'layer') scores.set(groupKey(g), Float32Array.from(layer));
       else scores.set(groupKey(g), Float32Array.from(weight.get(g.param!)!));
     }
     return scores;

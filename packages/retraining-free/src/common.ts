@@ -1,4 +1,4 @@
-import { Rng, evaluate, resolveParts, trainLoop, type BertModel, type Batch, type Dataset, type MaskSet, type PruneContext } from '@topiary/core';
+import { Rng, evaluate, resolveParts, trainLoop, type BertModel, type Batch, type Dataset, type MaskSet, type PruneContext, type RunCheckpoints } from '@topiary/core';
 
 /** Option checks that name the pruner and the field. */
 export class Options {
@@ -57,9 +57,10 @@ export function meanLength(train: Dataset): number {
 /**
  * A short fine-tune after pruning, with the run's training settings for `steps` steps and the
  * configured losses (default: KD from the teacher with the task loss, or the task loss alone without a
- * teacher). Masks stay fixed.
+ * teacher). Masks stay fixed. With `checkpoints` (only for the run's own model: a reshaped one is not
+ * what the run's checkpoints hold) it saves and resumes like any training loop.
  */
-export async function finetune(ctx: PruneContext, model: BertModel, masks: MaskSet | undefined, steps: number, learningRate: number | undefined, phase: string): Promise<void> {
+export async function finetune(ctx: PruneContext, model: BertModel, masks: MaskSet | undefined, steps: number, learningRate: number | undefined, phase: string, checkpoints?: RunCheckpoints): Promise<void> {
   const { losses } = resolveParts(ctx, { losses: ctx.teacher ? [{ id: 'kd' }] : [{ id: 'ce' }] });
   try {
     await trainLoop({
@@ -72,6 +73,7 @@ export async function finetune(ctx: PruneContext, model: BertModel, masks: MaskS
       control: ctx.control,
       ...(masks ? { forwardMasks: () => masks.toTensors() } : {}),
       phase,
+      ...(checkpoints ? { checkpoints } : {}),
     });
   } finally {
     for (const l of losses) l.dispose?.();

@@ -10,15 +10,62 @@ export interface MaskGrads {
   neurons: Float32Array[];
 }
 
+/** One batch's gradients: per layer, of the head mask and of the neuron mask. */
+export interface MaskGradRow {
+  heads: Float32Array[];
+  neurons: Float32Array[];
+}
+
+/**
+ * Gradients collected so far as checkpoint state (`Stateful`): an interrupted run saves the batches it
+ * had finished, and a resumed one continues after them. Tensors `heads.{l}` `[batches, heads]` and
+ * `neurons.{l}` `[batches, neurons]`.
+ */
+export function maskGradsState(rows: MaskGradRow[]) {
+  return {
+    state: () => {
+      const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+      if (rows.length > 0) {
+        const stack = (pick: (r: MaskGradRow) => Float32Array) => {
+          const n = pick(rows[0]!).length;
+          const data = new Float32Array(rows.length * n);
+          rows.forEach((r, i) => data.set(pick(r), i * n));
+          return { shape: [rows.length, n], data };
+        };
+        rows[0]!.heads.forEach((_, l) => {
+          tensors.set(`heads.${l}`, stack((r) => r.heads[l]!));
+          tensors.set(`neurons.${l}`, stack((r) => r.neurons[l]!));
+        });
+      }
+      return { json: { batches: rows.length, layers: rows[0]?.heads.length ?? 0 }, tensors };
+    },
+    restore: (s: { json?: unknown; tensors?: Map<string, { shape: number[]; data: Float32Array }> }) => {
+      const { batches, layers } = s.json as { batches: number; layers: number };
+      rows.length = 0;
+      for (let b = 0; b < batches; b++) {
+        const row = (k: string, l: number) => {
+          const t = s.tensors!.get(`${k}.${l}`)!;
+          const n = t.shape[1]!;
+          return t.data.slice(b * n, (b + 1) * n);
+        };
+        rows.push({ heads: Array.from({ length: layers }, (_, l) => row('heads', l)), neurons: Array.from({ length: layers }, (_, l) => row('neurons', l)) });
+      }
+    },
+  };
+}
+
 /**
  * The reference's `collect_mask_grads`: for each batch, the gradient of the mean cross-entropy (model in
  * evaluation mode, no dropout) with respect to every layer's head mask and neuron mask at 1.
  */
-export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, control?: RunControl, microBatchSize?: number): MaskGrads {
+export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, control?: RunControl, rows: MaskGradRow[] = [], microBatchSize?: number): MaskGrads {
   const c = model.config;
   const L = c.numHiddenLayers;
-  const rows: { heads: Float32Array[]; neurons: Float32Array[] }[] = [];
+  // `rows` may hold the first batches' gradients already (a resumed run): those batches are skipped.
+  const done = rows.length;
+  let b = 0;
   for (const batch of batches) {
+    if (b++ < done) continue;
     control?.checkpoint();
     if (!batch.labels) throw new Error('retraining-free: the sample batches need labels (the Fisher information is of the task loss)');
     // A batch's gradient, summed over its micro-batches by their share of the examples (the loss is a batch mean).
@@ -46,7 +93,7 @@ export function collectMaskGrads(model: BertModel, batches: Iterable<Batch>, con
     }
     rows.push({ heads: grads!.slice(0, L), neurons: grads!.slice(L) });
   }
-  const stack = (size: number, pick: (r: (typeof rows)[number]) => Float32Array) => {
+  const stack = (size: number, pick: (r: MaskGradRow) => Float32Array) => {
     const out = new Float32Array(rows.length * size);
     rows.forEach((r, b) => out.set(pick(r), b * size));
     return out;

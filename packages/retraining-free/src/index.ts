@@ -1,6 +1,6 @@
 /**
  * @topiary/retraining-free: pruning without retraining. `retraining-free` (Kwon et al. 2022): Fisher
- * mask search under a MAC constraint, mask rearrangement and least-squares mask tuning; `layer-drop`
+ * mask search under a MAC or latency constraint, mask rearrangement and least-squares mask tuning; `layer-drop`
  * (Sajjad et al. 2020): whole encoder layers by five strategies. Both optionally fine-tune briefly.
  */
 import { provide, type TopiaryPlugin } from '@topiary/core';
@@ -15,8 +15,8 @@ export { LAYER_DROP_STRATEGIES, LayerDropPruner, layerSimilarity, layersFor, lay
 export type { LayerDropOptions, LayerDropStrategy } from './layer-drop.js';
 export { collectMaskGrads, fisherInformation } from './fisher.js';
 export type { MaskGrads } from './fisher.js';
-export { pruningSchedule, searchMac } from './search.js';
-export type { MacSearchInput, MacSearchResult } from './search.js';
+export { pruningSchedule, searchLatency, searchMac } from './search.js';
+export type { LatencySearchInput, LatencySearchResult, MacSearchInput, MacSearchResult } from './search.js';
 export { greedyRearrange, prunedGradNorm } from './rearrange.js';
 export { rescaleMasks } from './rescale.js';
 export type { BlockReport, RescaleInput } from './rescale.js';
@@ -35,7 +35,7 @@ export function retrainingFreePlugin(options: { retrainingFree?: RetrainingFreeO
       provide(container, {
         kind: 'pruner',
         id: 'retraining-free',
-        description: 'Kwon et al. 2022: Fisher mask search under a MAC constraint, mask rearrangement, least-squares mask tuning; no retraining (optional short KD fine-tune)',
+        description: 'Kwon et al. 2022: Fisher mask search under a MAC or latency constraint, mask rearrangement, least-squares mask tuning; no retraining (optional short KD fine-tune)',
         options: RETRAINING_FREE_OPTIONS,
         create: (o) => new RetrainingFreePruner({ ...options.retrainingFree, ...(o as RetrainingFreeOptions) }),
       });

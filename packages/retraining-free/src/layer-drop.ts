@@ -1,4 +1,4 @@
-import { MaskSet, bindMasks, dropLayers, tf, type Batch, type BertModel, type PruneContext, type PruneResult, type Pruner } from '@topiary/core';
+import { MaskSet, RunAborted, bindMasks, dropLayers, tf, type Batch, type BertModel, type PruneContext, type PruneResult, type Pruner } from '@topiary/core';
 import { Options, evaluateStage, finetune, sampleBatches } from './common.js';
 import { tokenRows } from './layer.js';
 
@@ -115,7 +115,17 @@ export class LayerDropPruner implements Pruner {
     const masks = bindMasks(MaskSet.ones(small), small);
     let beforeFinetune: number | undefined;
     if (evalBefore) beforeFinetune = evaluateStage(ctx, small, undefined, 'after dropping');
-    if (finetuneSteps > 0) await finetune(ctx, small, undefined, finetuneSteps, finetuneLearningRate, 'finetune');
+    // The run's checkpoints hold the run's model, not this smaller one: layer-drop writes none, and an
+    // interrupted run starts again (the dropping takes seconds; the fine-tune restarts from step 0).
+    if (finetuneSteps > 0) {
+      try {
+        await finetune(ctx, small, undefined, finetuneSteps, finetuneLearningRate, 'finetune');
+      } catch (err) {
+        if (err instanceof RunAborted) ctx.control.emit({ type: 'log', message: 'layer-drop: interrupted; it writes no checkpoint (it changes the architecture), so run it again without --resume: dropping takes seconds, the fine-tune restarts' });
+        small.dispose();
+        throw err;
+      }
+    }
     // The run reports sparsity of the returned model; against the original, these are the figures.
     const full = MaskSet.ones(model).sparsity(model);
     const encoderKept = masks.sparsity(small).encoderParams;

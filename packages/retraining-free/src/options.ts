@@ -12,7 +12,9 @@ const finetune = {
 };
 
 export const RETRAINING_FREE_OPTIONS = z.strictObject({
-  macConstraint: z.number().gt(0).lt(1).describe('fraction of the dense encoder\'s MACs to keep (required)'),
+  macConstraint: z.number().gt(0).lt(1).optional().describe('fraction of the dense encoder\'s MACs to keep (this or latencyConstraint)'),
+  latencyConstraint: z.number().gt(0).lt(1).optional().describe('fraction of the dense encoder\'s latency to keep, by latencyTable (this or macConstraint)'),
+  latencyTable: z.string().min(1).optional().describe('latency table of `topiary profile MODEL --lut FILE` (with latencyConstraint)'),
   samples: z.number().int().min(1).default(2048).describe('training examples for the Fisher information and mask tuning'),
   sampleBatchSize: z.number().int().min(1).default(32).describe('batch size of the sample (one gradient per batch)'),
   seqLen: z.number().positive().optional().describe('sequence length MACs are counted at (default: the training texts\' mean)'),
@@ -25,6 +27,13 @@ export const RETRAINING_FREE_OPTIONS = z.strictObject({
   damp: z.number().min(0).default(1).describe('damping of the least-squares solve'),
   evalStages: z.boolean().default(false).describe('evaluate dev after search, rearrangement and tuning'),
   ...finetune,
+}).superRefine((o, ctx) => {
+  // Exactly one constraint; a latency constraint needs its table.
+  if ((o.macConstraint === undefined) === (o.latencyConstraint === undefined)) {
+    ctx.addIssue({ code: 'custom', path: [o.macConstraint === undefined ? 'macConstraint' : 'latencyConstraint'], message: 'give exactly one of macConstraint (a fraction of the dense MACs) and latencyConstraint (a fraction of the dense latency)' });
+  }
+  if (o.latencyConstraint !== undefined && o.latencyTable === undefined) ctx.addIssue({ code: 'custom', path: ['latencyTable'], message: 'latencyConstraint needs latencyTable, the file of `topiary profile MODEL --lut FILE`' });
+  if (o.latencyTable !== undefined && o.latencyConstraint === undefined) ctx.addIssue({ code: 'custom', path: ['latencyTable'], message: 'latencyTable is read only with latencyConstraint' });
 });
 
 export const LAYER_DROP_OPTIONS = z.strictObject({

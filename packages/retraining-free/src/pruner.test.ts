@@ -1,11 +1,13 @@
 import 'reflect-metadata';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { MaskSet, bindMasks, compact, corePlugin, createRunContainer, loadBert, loadDataset, loadTokenizer, tf, type PruneContext, type RunEvent } from '@topiary/core';
+import { MaskSet, bindMasks, checkOptions, compact, corePlugin, createRunContainer, loadBert, loadDataset, loadTokenizer, tf, type PruneContext, type RunEvent } from '@topiary/core';
 import { SHARED, maxAbsDiff, modelDir } from '../../core/src/test-support/shared.js';
 import { testBackend } from '../../core/src/test-support/backend.js';
 import { randomBert } from '../../core/src/test-support/random-bert.js';
-import { retrainingFreePlugin } from './index.js';
+import { RETRAINING_FREE_OPTIONS, retrainingFreePlugin } from './index.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { LAYER_DROP_STRATEGIES, layerSimilarity, layersFor, layersToDrop } from './layer-drop.js';
 import { maskMacs, modelMacs } from './mac.js';
 
@@ -56,12 +58,44 @@ describe('retraining-free pruner', () => {
     dispose();
   });
 
+  it('searches under a latency table: the masks keep at most the latency constraint by the table\'s fit', async () => {
+    // A table for bert-tiny's sizes (2 heads of 64, 512 neurons, hidden 128) with a fixed cost per block.
+    const fit = (threshold: number, c: number, slope: number, zero: number) => ({ threshold, c, slope, zero });
+    const table = {
+      format: 'topiary-latency-lut', version: 1, backend: 'wasm', batch: 32, seq: 24, hiddenSize: 128, attentionHeadSize: 64, heads: 2, intermediate: 512, hiddenAct: 'gelu',
+      mha: { units: [0, 1, 2], ms: [0.1, 1, 1.8], fit: fit(1, 1, 0.8, 0.1) },
+      ffn: { units: [0, 64, 512], ms: [0.1, 0.5, 2.74], fit: fit(64, 0.5, 0.005, 0.1) },
+    };
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'topiary-lut-')), 'lut.json');
+    writeFileSync(file, JSON.stringify(table));
+    const { ctx, pruner, events, dispose } = await context('retraining-free', { latencyConstraint: 0.5, latencyTable: file, samples: 32, sampleBatchSize: 16 });
+    const res = await pruner.run(ctx);
+    const r = res.report as Record<string, any>;
+    const kept = (m: Float32Array) => m.filter((v) => v !== 0).length;
+    const at = (f: ReturnType<typeof fit>, n: number) => (n === 0 ? f.zero : n <= f.threshold ? f.c : f.c + f.slope * (n - f.threshold));
+    const ms = res.masks.headMask.reduce((a, m, l) => a + at(table.mha.fit, kept(m)) + at(table.ffn.fit, kept(res.masks.neuronMask[l]!)), 0);
+    const dense = 2 * (at(table.mha.fit, 2) + at(table.ffn.fit, 512));
+    expect(ms / dense).toBeLessThanOrEqual(0.5);
+    expect(r.latencyFraction).toBeCloseTo(ms / dense, 12);
+    expect(r.latencyConstraint).toBe(0.5);
+    expect(events.some((e) => e.type === 'log' && /of the dense encoder latency by the table/.test(e.message))).toBe(true);
+    // A table of other sizes is refused, naming the file and field.
+    writeFileSync(file, JSON.stringify({ ...table, hiddenSize: 256 }));
+    await expect(pruner.run({ ...ctx, masks: bindMasks(MaskSet.ones(ctx.model), ctx.model) })).rejects.toThrow(/lut\.json: field 'hiddenSize' must be 128/);
+    dispose();
+  });
+
   it('names a bad or unknown option', async () => {
     const { registry } = await createRunContainer([corePlugin(), retrainingFreePlugin()]);
     const ctx = { options: {} } as PruneContext;
     await expect(registry.pruner('retraining-free', {}).run({ ...ctx, options: { macConstraint: 1.2 } })).rejects.toThrow(/'macConstraint' must be in \(0, 1\)/);
     await expect(registry.pruner('retraining-free', {}).run({ ...ctx, options: { macConstraint: 0.5, sample: 3 } })).rejects.toThrow(/unknown option 'sample'/);
     await expect(registry.pruner('retraining-free', {}).run({ ...ctx, options: { targetSparsity: 0.5 } })).rejects.toThrow(/macConstraint/);
+    await expect(registry.pruner('retraining-free', {}).run({ ...ctx, options: { macConstraint: 0.5, latencyConstraint: 0.5 } })).rejects.toThrow(/exactly one of 'macConstraint'/);
+    await expect(registry.pruner('retraining-free', {}).run({ ...ctx, options: { latencyConstraint: 0.5 } })).rejects.toThrow(/'latencyTable' must name the file/);
+    expect(checkOptions(RETRAINING_FREE_OPTIONS, { latencyConstraint: 0.5 }).issues).toEqual([expect.objectContaining({ path: ['latencyTable'] })]);
+    expect(checkOptions(RETRAINING_FREE_OPTIONS, {}).issues).toEqual([expect.objectContaining({ path: ['macConstraint'] })]);
+    expect(checkOptions(RETRAINING_FREE_OPTIONS, { macConstraint: 0.5 }).issues).toEqual([]);
     await expect(registry.pruner('layer-drop', {}).run({ ...ctx, options: { drop: 1, strategy: 'middle' } })).rejects.toThrow(/'strategy' must be one of/);
   });
 });

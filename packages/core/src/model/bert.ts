@@ -24,7 +24,9 @@ export interface Batch {
  * `shared/goldens/README.md`: `headMask[l]` scales each head's context vector, `neuronMask[l]` the FFN
  * activations after GELU, `mhaMask[l]` / `ffnMask[l]` the attention / FFN block output before the
  * residual add, `hiddenMask` the embedding output and every block output, with LayerNorm over the kept
- * dimensions. Values may be fractional and may carry gradients.
+ * dimensions. `layerMask[l]` gates the whole layer: its output is `x + m (layer(x) - x)`, so 0 passes
+ * the residual stream through unchanged (layer dropping) and 1 is the layer. Values may be fractional
+ * and may carry gradients.
  */
 export interface StructuredMasks {
   headMask?: Tensor[];
@@ -32,6 +34,7 @@ export interface StructuredMasks {
   hiddenMask?: Tensor;
   mhaMask?: Tensor;
   ffnMask?: Tensor;
+  layerMask?: Tensor;
 }
 
 /** Per-weight masks keyed by parameter name, in the stored `[in, out]` layout of linear weights. */
@@ -257,6 +260,7 @@ export class BertModel {
     if (masks.hiddenMask) expectShape('masks.hiddenMask', masks.hiddenMask, [H]);
     if (masks.mhaMask) expectShape('masks.mhaMask', masks.mhaMask, [L]);
     if (masks.ffnMask) expectShape('masks.ffnMask', masks.ffnMask, [L]);
+    if (masks.layerMask) expectShape('masks.layerMask', masks.layerMask, [L]);
     const hidden = masks.hiddenMask;
     // LayerNorm runs over the dimensions whose hidden mask is non-zero.
     // step(|h|) rather than notEqual(h, 0): the same 0/1 pattern, with a (zero) gradient when the mask is learned (CoFi).
@@ -368,7 +372,8 @@ export class BertModel {
     const freeEarly = !outputHiddenStates && !tapeOn;
     for (let l = 0; l < L; l++) {
       const prev = x;
-      x = tf.tidy(() => layer(l, prev));
+      const gate = masks.layerMask;
+      x = tf.tidy(() => (gate ? tf.add(prev, tf.mul(tf.slice(gate, [l], [1]), tf.sub(layer(l, prev), prev))) : layer(l, prev)));
       if (outputHiddenStates) hiddenStates.push(x as Tensor3D);
       if (freeEarly) prev.dispose();
     }

@@ -32,6 +32,11 @@ export function compactedParamCount(model: BertModel, masks: MaskSet): number {
   let n = words + (c.maxPositionEmbeddings + types) * E + 2 * E + 2 * h * 2 * c.numHiddenLayers;
   if (c.arch.embeddingProjection) n += E * h + h;
   for (let l = 0; l < c.numHiddenLayers; l++) {
+    // A removed layer goes with its two LayerNorms.
+    if (masks.layerMask[l] === 0) {
+      n -= 2 * h * 2;
+      continue;
+    }
     const a = masks.mhaMask[l] === 0 ? 0 : indicesOf(masks.headMask[l]!).length * d;
     const i = masks.ffnMask[l] === 0 ? 0 : indicesOf(masks.neuronMask[l]!).length;
     // A low-rank layer weighs r (in + out) (its rank stays when rows or columns go).
@@ -60,6 +65,20 @@ export function compactedParamCount(model: BertModel, masks: MaskSet): number {
  * what the masked model computes.
  */
 export function compact(model: BertModel, masks: MaskSet): BertModel {
+  // Layers the layer mask removes go whole (`dropLayers`), after the rest is compacted.
+  const removed = indicesOf(Array.from(masks.layerMask, (v) => (v === 0 ? 1 : 0)));
+  if (removed.length > 0) {
+    const kept = compactKept(model, masks);
+    try {
+      return dropLayers(kept, removed);
+    } finally {
+      kept.dispose();
+    }
+  }
+  return compactKept(model, masks);
+}
+
+function compactKept(model: BertModel, masks: MaskSet): BertModel {
   const c = model.config;
   const H = c.hiddenSize;
   const d = c.attentionHeadSize;
@@ -211,8 +230,19 @@ export function dropLayers(model: BertModel, drop: readonly number[]): BertModel
   config.layerHeads = keep.map((l) => c.layerHeads[l]!);
   config.layerIntermediate = keep.map((l) => c.layerIntermediate[l]!);
   config.prunedHeads = Object.fromEntries(keep.flatMap((l, i) => (c.prunedHeads[String(l)] ? [[String(i), [...c.prunedHeads[String(l)]!]]] : [])));
+  // Low-rank layers are named by layer index too.
+  if (c.lowRank) {
+    config.lowRank = {};
+    for (const [name, r] of Object.entries(c.lowRank)) {
+      const m = /^bert\.encoder\.layer\.(\d+)\.(.*)$/.exec(name);
+      if (!m) config.lowRank[name] = r;
+      else if (!gone.has(Number(m[1]))) config.lowRank[`bert.encoder.layer.${keep.indexOf(Number(m[1]))}.${m[2]}`] = r;
+    }
+  }
   try {
-    return new BertModel(config, out);
+    const small = new BertModel(config, out);
+    small.family = model.family;
+    return small;
   } finally {
     for (const t of out.values()) t.dispose();
   }

@@ -51,3 +51,41 @@ it('renumbers the kept layers, with their sizes and pruned heads, and leaves the
   expect(() => dropLayers(model, [3])).toThrow(/not in \[0, 2\]/);
   [small, pruned, model].forEach((x) => x.dispose());
 });
+
+it('a layer mask of 0 passes the residual stream through: masked forward = dropLayers = compact, sparsity and sizes count it gone, and it saves', async () => {
+  const { saveMasks, loadMasks } = await import('./mask-io.js');
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const { compactedParamCount } = await import('./compact.js');
+  const model = randomBert({ layers: 3, hidden: 8, heads: 2, intermediate: 6, labels: 3 }, 7);
+  const m = MaskSet.ones(model);
+  m.layerMask = Float32Array.from([1, 0, 1]);
+  m.neuronMask[2] = Float32Array.from([1, 0, 1, 1, 0, 1]);
+  const dropped = dropLayers(compact(model, { ...m, layerMask: Float32Array.from([1, 1, 1]) } as MaskSet), [1]);
+  const small = compact(model, m);
+  expect(small.config.numHiddenLayers).toBe(2);
+  expect(small.config.layerIntermediate).toEqual([6, 4]);
+  const [masked, viaDrop, viaCompact] = tf.tidy(() => {
+    const t = m.toTensors();
+    return [model.forward(batch, t).logits!.arraySync(), dropped.forward(batch).logits!.arraySync(), small.forward(batch).logits!.arraySync()];
+  });
+  expect(maxAbsDiff(masked, viaDrop)).toBeLessThan(1e-5);
+  expect(maxAbsDiff(masked, viaCompact)).toBeLessThan(1e-5);
+  const total = (x: typeof model) => [...x.params.values()].reduce((a, v) => a + v.size, 0);
+  expect(compactedParamCount(model, m)).toBe(total(small));
+  const s = m.sparsity(model);
+  expect(s.totalSparsity).toBeCloseTo(1 - total(small) / total(model), 9);
+  // A gate of 0.5 is halfway between the layer and no layer.
+  const half = MaskSet.ones(model);
+  half.layerMask = Float32Array.from([1, 0.5, 1]);
+  const [h0, h1, hh] = tf.tidy(() => {
+    const states = (ms: MaskSet) => model.forward(batch, { ...ms.toTensors(), outputHiddenStates: true }).hiddenStates![2]!.arraySync() as number[][][];
+    return [states(MaskSet.ones(model)), states(Object.assign(MaskSet.ones(model), { layerMask: Float32Array.from([1, 0, 1]) })), states(half)];
+  });
+  expect(maxAbsDiff(hh, h0.map((r, b) => r.map((v, t) => v.map((x, i) => (x + h1[b]![t]![i]!) / 2))))).toBeLessThan(1e-5);
+  const dir = mkdtempSync(path.join(tmpdir(), 'topiary-layer-mask-'));
+  await saveMasks(m, dir);
+  expect(Array.from((await loadMasks(dir, model)).layerMask)).toEqual([1, 0, 1]);
+  [small, dropped, model].forEach((x) => x.dispose());
+});

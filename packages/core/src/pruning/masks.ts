@@ -16,6 +16,8 @@ export class MaskSet {
     public mhaMask: Float32Array,
     public ffnMask: Float32Array,
     public weightMasks = new Map<string, Float32Array>(),
+    /** Per layer: 0 removes the whole layer (the residual stream passes through), as `StructuredMasks.layerMask`. */
+    public layerMask: Float32Array = new Float32Array(mhaMask.length).fill(1),
   ) {}
 
   /** All-ones masks for `model`'s current shapes. */
@@ -39,6 +41,7 @@ export class MaskSet {
       this.mhaMask.slice(),
       this.ffnMask.slice(),
       new Map([...this.weightMasks].map(([k, v]) => [k, v.slice()])),
+      this.layerMask.slice(),
     );
   }
 
@@ -51,6 +54,7 @@ export class MaskSet {
     if (!allOnes(this.hiddenMask)) masks.hiddenMask = tf.tensor1d(this.hiddenMask);
     if (!allOnes(this.mhaMask)) masks.mhaMask = tf.tensor1d(this.mhaMask);
     if (!allOnes(this.ffnMask)) masks.ffnMask = tf.tensor1d(this.ffnMask);
+    if (!allOnes(this.layerMask)) masks.layerMask = tf.tensor1d(this.layerMask);
     const weightMasks: WeightMasks = {};
     for (const [name, m] of this.weightMasks) {
       const shape = paramShape(name, m.length, this);
@@ -121,8 +125,10 @@ export function sparsityOf(model: BertModel, masks: MaskSet): SparsityReport {
     const n = layerParamNames(l);
     const A = c.layerHeads[l]!;
     const I = c.layerIntermediate[l]!;
-    const mha = masks.mhaMask[l] !== 0;
-    const ffn = masks.ffnMask[l] !== 0;
+    // A removed layer takes its attention and FFN blocks with it.
+    const on = masks.layerMask[l] !== 0;
+    const mha = on && masks.mhaMask[l] !== 0;
+    const ffn = on && masks.ffnMask[l] !== 0;
     const headCols = new Uint8Array(A * d);
     for (let a = 0; a < A; a++) if (mha && masks.headMask[l]![a] !== 0) headCols.fill(1, a * d, (a + 1) * d);
     const neurons = nz(masks.neuronMask[l], I).map((v) => (ffn ? v : 0));
@@ -139,6 +145,9 @@ export function sparsityOf(model: BertModel, masks: MaskSet): SparsityReport {
   let otherKept = 0;
   for (const [name, v] of model.params) {
     if (/encoder\.layer\.\d+\.(attention\.(self|output\.dense)|intermediate|output\.dense)/.test(name)) continue;
+    // A removed layer's LayerNorms go with it.
+    const layerOf = /^bert\.encoder\.layer\.(\d+)\./.exec(name);
+    if (layerOf && masks.layerMask[Number(layerOf[1])] === 0) continue;
     // Factorized embeddings (ELECTRA, ALBERT) keep their tables whole: only the projection shrinks.
     // U [vocab, r] of factorized word embeddings (config.embeddingRank) keeps its width too, even when r = H.
     const factorized = (c.arch.embeddingProjection && name.startsWith('bert.embeddings.')) || name === 'bert.embeddings.word_embeddings.weight_u';

@@ -158,3 +158,16 @@ export function weightMasksTopFraction(
   }
   return out;
 }
+
+/**
+ * Removes the `count` lowest-scoring layers still in place (`layerMask` 0), keeping at least
+ * `minLayers`; ties go to the later layer first (top-layer dropping did best in Sajjad et al. 2020).
+ */
+export function pruneLayerMask(importance: ArrayLike<number>, oldMask: Float32Array, count: number, minLayers = 1): Float32Array {
+  if (importance.length !== oldMask.length) throw new Error(`pruneLayerMask: importance has ${importance.length} layers, mask has ${oldMask.length}`);
+  const alive = Array.from({ length: oldMask.length }, (_, l) => l).filter((l) => oldMask[l] !== 0);
+  if (alive.length - count < minLayers) throw new Error(`removing ${count} more of the ${alive.length} remaining layers would leave fewer than ${minLayers}: lower targetSparsity`);
+  const mask = Float32Array.from(oldMask);
+  for (const l of alive.sort((a, b) => importance[a]! - importance[b]! || b - a).slice(0, count)) mask[l] = 0;
+  return mask;
+}

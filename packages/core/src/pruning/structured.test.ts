@@ -17,14 +17,20 @@ import { testBackend } from '../test-support/backend.js';
 /** A criterion whose scores are the unit's index: the selection is then known in advance. */
 const byIndex: ImportanceCriterion = {
   id: 'by-index',
-  kinds: ['head', 'neuron', 'weight'],
+  kinds: ['head', 'neuron', 'weight', 'layer'],
   score: async (groups) => new Map(groups.map((g) => [groupKey(g), Float32Array.from({ length: g.size }, (_, i) => i)])),
 };
 
 async function context(options: Record<string, unknown>) {
   const { registry } = await createRunContainer([
     corePlugin(),
-    { name: 'test-criteria', register: (c) => provide(c, { kind: 'criterion', id: 'by-index', description: 'index', create: () => byIndex }) },
+    {
+      name: 'test-criteria',
+      register: (c) => {
+        provide(c, { kind: 'criterion', id: 'by-index', description: 'index', create: () => byIndex });
+        provide(c, { kind: 'criterion', id: 'units-only', description: 'index, heads and neurons only', create: () => ({ ...byIndex, kinds: ['head', 'neuron'] }) });
+      },
+    },
   ]);
   const dir = modelDir('bert-tiny-wordnet-supersense');
   const model = await loadBert(dir);
@@ -63,6 +69,22 @@ describe('level pruners', () => {
     // Each level ends with an evaluation of the masked model, reported in the level's row.
     expect(events.filter((e) => e.type === 'evaluated')).toHaveLength(2);
     expect(levels.every((l) => typeof (l as { accuracy?: number }).accuracy === 'number')).toBe(true);
+    result.model.dispose();
+  });
+
+  it('structured with granularity layers: removes the lowest-scoring layers per level, and compaction drops them', async () => {
+    // by-index scores layer l with l: layer 0 goes first.
+    const { ctx, registry } = await context({ criterion: 'by-index', scheduler: { id: 'one-shot', options: { targetSparsity: 0.5 } }, scoreBatches: 1, granularity: 'layers' });
+    const result = await registry.pruner('structured').run(ctx);
+    expect(Array.from(result.masks.layerMask)).toEqual([0, 1]);
+    expect((result.report!['levels'] as { layers: number }[])[0]!.layers).toBe(1);
+    expect(result.masks.sparsity(result.model).encoderSparsity).toBeCloseTo(0.5, 6);
+    const small = compact(result.model, result.masks);
+    expect(small.config.numHiddenLayers).toBe(1);
+    small.dispose();
+    const units = await context({ criterion: 'units-only', scheduler: { id: 'one-shot', options: { targetSparsity: 0.5 } }, granularity: 'layers' });
+    await expect(registry.pruner('structured').run(units.ctx)).rejects.toThrow(/cannot score layers/);
+    units.ctx.model.dispose();
     result.model.dispose();
   });
 

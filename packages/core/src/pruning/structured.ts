@@ -6,7 +6,7 @@ import { bindMasks } from './masks.js';
 import { compact } from './compact.js';
 import { saveBert } from '../io/checkpoint.js';
 import { resolveParts } from './spec.js';
-import { determinePruningSequence, pruneHeadMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
+import { determinePruningSequence, pruneHeadMask, pruneLayerMask, pruneNeuronMask, weightMasksTopFraction } from './selection.js';
 import { encoderLinearNames } from '../model/bert.js';
 import { registerParts, stage } from '../engine/checkpoint.js';
 import { componentRef, fractionOption, z } from '../plugins/options.js';
@@ -18,6 +18,7 @@ export const STRUCTURED_OPTIONS = z.strictObject({
   losses: z.array(componentRef).default([{ id: 'ce' }]).describe('loss terms of the fine-tuning between levels'),
   targetSparsity: fractionOption().optional().describe('the run\'s targetSparsity (top-level field)'),
   scope: z.enum(['matrix', 'global']).default('matrix').describe('unstructured: rank weights per matrix or across the encoder'),
+  granularity: z.enum(['units', 'layers']).default('units').describe('structured: remove heads and FFN neurons (units), or whole encoder layers (layers: targetSparsity is the fraction of layers, the criterion scores `layer` groups)'),
   minHeadsPerLayer: z.number().int().min(0).default(1).describe('heads every layer keeps'),
   scoreBatches: z.number().int().min(1).default(32).describe('training batches the criterion scores over at each level'),
   levelEvalExamples: z.number().int().min(1).optional().describe('evaluate each level on this many evenly spaced dev examples (default: all)'),
@@ -31,6 +32,8 @@ export interface LevelReport {
   accuracy?: number;
   heads: number;
   neurons: number;
+  /** Encoder layers left (the layer mask's non-zeros). */
+  layers: number;
   remainingEncoderParams: number;
   /** The level's exported checkpoint, with `exportLevels`. */
   model?: string;
@@ -40,7 +43,9 @@ export interface LevelReport {
  * Structured pruning of attention heads and FFN neurons by any importance criterion: for each level of
  * the schedule, score heads and neurons at the current masks, remove the least important ones (the
  * reference's selection: a global ranking, at least `minHeadsPerLayer` heads kept per layer), then
- * fine-tune with the configured losses. One-shot is the one-level case.
+ * fine-tune with the configured losses. One-shot is the one-level case. With `granularity: 'layers'`
+ * the criterion scores whole layers (`layer` groups) and each level removes the least important ones
+ * until `targetSparsity` of the layers are gone; compaction drops them (fewer `num_hidden_layers`).
  */
 export class StructuredPruner implements Pruner {
   readonly id: string = 'structured';
@@ -52,7 +57,11 @@ export class StructuredPruner implements Pruner {
     const opts = { ...this.defaults, ...ctx.options };
     const { criterion, scheduler, losses } = resolveParts({ ...ctx, options: opts }, { criterion: 'first-order', scheduler: 'iterative' });
     if (!criterion || !scheduler) throw new Error(`${this.id}: needs a criterion and a scheduler`);
-    const kinds = this.unit === 'weights' ? (['weight'] as const) : (['head', 'neuron'] as const);
+    const granularity = opts['granularity'] ?? 'units';
+    if (granularity !== 'units' && granularity !== 'layers') throw new Error(`${this.id}: option 'granularity' must be 'units' or 'layers', got ${JSON.stringify(granularity)}`);
+    if (granularity === 'layers' && this.unit === 'weights') throw new Error(`${this.id}: option 'granularity' 'layers' is for the structured pruner`);
+    const byLayer = granularity === 'layers';
+    const kinds = this.unit === 'weights' ? (['weight'] as const) : byLayer ? (['layer'] as const) : (['head', 'neuron'] as const);
     for (const k of kinds) {
       if (!criterion.kinds.includes(k)) throw new Error(`${this.id}: criterion '${criterion.id}' cannot score ${k}s (it scores ${criterion.kinds.join(', ')})`);
     }
@@ -75,11 +84,16 @@ export class StructuredPruner implements Pruner {
     const levels = scheduler.levels(total);
     // Percentages rounded so that e.g. 0.29 * 100 does not truncate one unit short.
     const percents = levels.map((l) => Math.round(l.sparsity * 100 * 1e9) / 1e9);
-    const sequence = this.unit === 'weights' ? { heads: [], neurons: [] } : determinePruningSequence(percents, totalHeads, totalNeurons, { layers: c.layerHeads.length, minHeadsPerLayer: minHeads });
+    const L = c.numHiddenLayers;
+    // Whole layers: cumulative layers removed per level, of the L layers (a sparsity below 1 leaves one).
+    const layerCounts = percents.map((p) => Math.floor((p / 100) * L + 1e-9));
+    const sequence = this.unit === 'weights' || byLayer ? { heads: [], neurons: [] } : determinePruningSequence(percents, totalHeads, totalNeurons, { layers: c.layerHeads.length, minHeadsPerLayer: minHeads });
     const groups: PrunableGroup[] =
       this.unit === 'weights'
         ? encoderLinearNames(c).map((n) => ({ kind: 'weight' as const, param: `${n}.weight`, size: model.params.get(`${n}.weight`)!.size }))
-        : c.layerHeads.flatMap((a, l) => [
+        : byLayer
+          ? [{ kind: 'layer' as const, size: L }]
+          : c.layerHeads.flatMap((a, l) => [
             { kind: 'head' as const, layer: l, size: a },
             { kind: 'neuron' as const, layer: l, size: c.layerIntermediate[l]! },
           ]);
@@ -109,6 +123,9 @@ export class StructuredPruner implements Pruner {
         if (this.unit === 'weights') {
           const byParam = new Map(groups.map((g) => [g.param!, scores.get(groupKey(g))!]));
           masks.weightMasks = weightMasksTopFraction(byParam, 1 - level.sparsity, scope, masks.weightMasks);
+        } else if (byLayer) {
+          const removed = L - masks.layerMask.filter((v) => v !== 0).length;
+          masks.layerMask = pruneLayerMask(scores.get(groupKey({ kind: 'layer' }))!, masks.layerMask, Math.max(0, layerCounts[i]! - removed));
         } else {
           const headImportance = c.layerHeads.map((_, l) => scores.get(groupKey({ kind: 'head', layer: l }))!);
           const neuronImportance = c.layerIntermediate.map((_, l) => scores.get(groupKey({ kind: 'neuron', layer: l }))!);
@@ -162,6 +179,7 @@ export class StructuredPruner implements Pruner {
           ...(exported ? { model: exported } : {}),
           heads: masks.headMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
           neurons: masks.neuronMask.reduce((a, m) => a + m.filter((v) => v !== 0).length, 0),
+          layers: masks.layerMask.filter((v) => v !== 0).length,
         };
       });
       reports.push(report);
